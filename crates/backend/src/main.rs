@@ -1,0 +1,2 @@
+//! `collisionos`: the headless backend.
+fn main() {}

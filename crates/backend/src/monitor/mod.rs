@@ -1,0 +1,1 @@
+//! Memory monitor. Filled in by the monitor work.

@@ -1,0 +1,1 @@
+//! Realtime subscription manager. Filled in by the realtime work.

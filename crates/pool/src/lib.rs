@@ -1,0 +1,1 @@
+//! Bounded pool of leases. Filled in by the pool work.

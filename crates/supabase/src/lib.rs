@@ -1,0 +1,2 @@
+//! Supabase wire clients. `rest`: PostgREST; `realtime`: Phoenix channels.
+pub mod rest;

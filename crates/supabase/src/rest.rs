@@ -1,0 +1,1 @@
+//! PostgREST client. Filled in by the REST work.

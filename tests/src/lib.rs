@@ -1,0 +1,1 @@
+//! Local Supabase stack. Filled in by the stack work.
