@@ -238,14 +238,17 @@ impl Layers {
     }
 
     fn get(&self, var: &str) -> Option<(String, Source)> {
-        let pick = |m: &HashMap<String, String>| m.get(var).filter(|v| !v.trim().is_empty());
-        if let Some(v) = pick(&self.env) {
-            return Some((v.clone(), Source::Env));
-        }
-        if let Some(v) = pick(&self.env_local) {
-            return Some((v.clone(), Source::EnvLocal));
-        }
-        pick(&self.dot_env).map(|v| (v.clone(), Source::DotEnv))
+        [
+            (&self.env, Source::Env),
+            (&self.env_local, Source::EnvLocal),
+            (&self.dot_env, Source::DotEnv),
+        ]
+        .into_iter()
+        .find_map(|(m, src)| {
+            m.get(var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (v.clone(), src))
+        })
     }
 }
 
@@ -288,7 +291,13 @@ impl Reader<'_> {
         got.map(|(v, s)| (v.trim().to_string(), s))
     }
 
-    fn err(var: &'static str, value: &str, src: Source, problem: &str, expected: &str) -> ConfigError {
+    fn err(
+        var: &'static str,
+        value: &str,
+        src: Source,
+        problem: &str,
+        expected: &str,
+    ) -> ConfigError {
         let value = if SECRETS.contains(&var) {
             Secret::new(value).redacted()
         } else {
@@ -307,7 +316,13 @@ impl Reader<'_> {
         self.raw(var).map(|(v, _)| v)
     }
 
-    fn int(&mut self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    fn int(
+        &mut self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let Some((v, src)) = self.raw(var) else {
             return Ok(default);
         };
@@ -321,14 +336,26 @@ impl Reader<'_> {
         Ok(n)
     }
 
-    fn millis(&mut self, var: &'static str, default_ms: u64, min_ms: u64) -> Result<Duration, ConfigError> {
+    fn millis(
+        &mut self,
+        var: &'static str,
+        default_ms: u64,
+        min_ms: u64,
+    ) -> Result<Duration, ConfigError> {
         let Some((v, src)) = self.raw(var) else {
             return Ok(Duration::from_millis(default_ms));
         };
-        let expected = format!("milliseconds as a whole number, at least {min_ms} (e.g. {default_ms})");
-        let n: u64 = v
-            .parse()
-            .map_err(|_| Self::err(var, &v, src, "not a whole number of milliseconds", &expected))?;
+        let expected =
+            format!("milliseconds as a whole number, at least {min_ms} (e.g. {default_ms})");
+        let n: u64 = v.parse().map_err(|_| {
+            Self::err(
+                var,
+                &v,
+                src,
+                "not a whole number of milliseconds",
+                &expected,
+            )
+        })?;
         if n < min_ms || n > 7 * 24 * 3600 * 1000 {
             return Err(Self::err(var, &v, src, "out of range", &expected));
         }
@@ -365,13 +392,32 @@ impl Config {
             None => None,
             Some((v, src)) => {
                 let expected = "an http(s) URL such as https://abc.supabase.co";
-                let u = Url::parse(&v)
-                    .map_err(|e| Reader::err("SUPABASE_URL", &v, src, &format!("not a URL ({e})"), expected))?;
+                let u = Url::parse(&v).map_err(|e| {
+                    Reader::err(
+                        "SUPABASE_URL",
+                        &v,
+                        src,
+                        &format!("not a URL ({e})"),
+                        expected,
+                    )
+                })?;
                 if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-                    return Err(Reader::err("SUPABASE_URL", &v, src, "not an http(s) URL with a host", expected));
+                    return Err(Reader::err(
+                        "SUPABASE_URL",
+                        &v,
+                        src,
+                        "not an http(s) URL with a host",
+                        expected,
+                    ));
                 }
                 if u.query().is_some() || u.fragment().is_some() {
-                    return Err(Reader::err("SUPABASE_URL", &v, src, "has a query or fragment", expected));
+                    return Err(Reader::err(
+                        "SUPABASE_URL",
+                        &v,
+                        src,
+                        "has a query or fragment",
+                        expected,
+                    ));
                 }
                 Some(u)
             }
@@ -423,11 +469,17 @@ impl Config {
             None => 10,
             Some((v, src)) => {
                 let expected = "a whole number from 1 to 1000, not below SUPABASE_POOL_MIN";
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| Reader::err("SUPABASE_POOL_MAX", v, *src, "not a whole number", expected))?;
+                let n: usize = v.parse().map_err(|_| {
+                    Reader::err("SUPABASE_POOL_MAX", v, *src, "not a whole number", expected)
+                })?;
                 if !(1..=1000).contains(&n) {
-                    return Err(Reader::err("SUPABASE_POOL_MAX", v, *src, "out of range", expected));
+                    return Err(Reader::err(
+                        "SUPABASE_POOL_MAX",
+                        v,
+                        *src,
+                        "out of range",
+                        expected,
+                    ));
                 }
                 n
             }
@@ -454,9 +506,16 @@ impl Config {
         let warning_mb = match &warn_raw {
             None => 400.min(critical_mb.saturating_sub(1)),
             Some((v, src)) => {
-                let expected = format!("megabytes as a whole number below MAX_MEMORY_MB ({critical_mb})");
+                let expected =
+                    format!("megabytes as a whole number below MAX_MEMORY_MB ({critical_mb})");
                 let n: u64 = v.parse().map_err(|_| {
-                    Reader::err("MEMORY_WARNING_THRESHOLD", v, *src, "not a whole number", &expected)
+                    Reader::err(
+                        "MEMORY_WARNING_THRESHOLD",
+                        v,
+                        *src,
+                        "not a whole number",
+                        &expected,
+                    )
                 })?;
                 if n == 0 || n >= critical_mb {
                     return Err(Reader::err(
@@ -486,7 +545,13 @@ impl Config {
         let bind = match r.raw("BIND") {
             None => IpAddr::from([127, 0, 0, 1]),
             Some((v, src)) => v.parse().map_err(|_| {
-                Reader::err("BIND", &v, src, "not an IP address", "an IP address such as 127.0.0.1")
+                Reader::err(
+                    "BIND",
+                    &v,
+                    src,
+                    "not an IP address",
+                    "an IP address such as 127.0.0.1",
+                )
             })?,
         };
         let server = ServerConfig {
@@ -496,7 +561,11 @@ impl Config {
             api_token: match r.raw("COLLISIONOS_API_TOKEN") {
                 None => None,
                 Some((v, src)) => {
-                    if v.len() < 16 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    if v.len() < 16
+                        || !v
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
                         return Err(Reader::err(
                             "COLLISIONOS_API_TOKEN",
                             &v,
@@ -510,11 +579,14 @@ impl Config {
             },
         };
 
-        let data_dir = r.string("COLLISIONOS_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            dirs::data_local_dir()
-                .unwrap_or_else(std::env::temp_dir)
-                .join("collisionos")
-        });
+        let data_dir = r
+            .string("COLLISIONOS_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                dirs::data_local_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("collisionos")
+            });
         let log_level = match r.raw("LOG_LEVEL") {
             None => "info".to_string(),
             Some((v, src)) => {
@@ -552,7 +624,9 @@ impl Config {
         let sb = self.supabase.as_ref();
         let value = |var: &str| -> String {
             match var {
-                "SUPABASE_URL" => sb.map_or("(unset: local-only mode)".into(), |s| s.url.to_string()),
+                "SUPABASE_URL" => {
+                    sb.map_or("(unset: local-only mode)".into(), |s| s.url.to_string())
+                }
                 "SUPABASE_ANON_KEY" => sb.map_or("(unset)".into(), |s| s.anon_key.redacted()),
                 "SUPABASE_SERVICE_ROLE_KEY" => sb
                     .and_then(|s| s.service_role_key.as_ref())
@@ -650,16 +724,37 @@ mod tests {
             (&[("PORT", "eighty")], "PORT"),
             (&[("PORT", "70000")], "PORT"),
             (&[("BIND", "localhost:80")], "BIND"),
-            (&[("SUPABASE_URL", "not a url"), ("SUPABASE_ANON_KEY", "k")], "SUPABASE_URL"),
-            (&[("SUPABASE_URL", "ftp://x.example"), ("SUPABASE_ANON_KEY", "k")], "SUPABASE_URL"),
-            (&[("SUPABASE_URL", "https://x.example")], "SUPABASE_ANON_KEY"),
+            (
+                &[("SUPABASE_URL", "not a url"), ("SUPABASE_ANON_KEY", "k")],
+                "SUPABASE_URL",
+            ),
+            (
+                &[
+                    ("SUPABASE_URL", "ftp://x.example"),
+                    ("SUPABASE_ANON_KEY", "k"),
+                ],
+                "SUPABASE_URL",
+            ),
+            (
+                &[("SUPABASE_URL", "https://x.example")],
+                "SUPABASE_ANON_KEY",
+            ),
             (&[("SUPABASE_ANON_KEY", "k")], "SUPABASE_URL"),
             (&[("SUPABASE_POOL_MAX", "0")], "SUPABASE_POOL_MAX"),
             (&[("SUPABASE_POOL_MAX", "ten")], "SUPABASE_POOL_MAX"),
-            (&[("SUPABASE_POOL_MIN", "5"), ("SUPABASE_POOL_MAX", "4")], "SUPABASE_POOL_MAX"),
+            (
+                &[("SUPABASE_POOL_MIN", "5"), ("SUPABASE_POOL_MAX", "4")],
+                "SUPABASE_POOL_MAX",
+            ),
             (&[("SUPABASE_POOL_MIN", "-1")], "SUPABASE_POOL_MIN"),
-            (&[("SUPABASE_POOL_IDLE_TIMEOUT", "30s")], "SUPABASE_POOL_IDLE_TIMEOUT"),
-            (&[("SUPABASE_POOL_ACQUIRE_TIMEOUT", "0")], "SUPABASE_POOL_ACQUIRE_TIMEOUT"),
+            (
+                &[("SUPABASE_POOL_IDLE_TIMEOUT", "30s")],
+                "SUPABASE_POOL_IDLE_TIMEOUT",
+            ),
+            (
+                &[("SUPABASE_POOL_ACQUIRE_TIMEOUT", "0")],
+                "SUPABASE_POOL_ACQUIRE_TIMEOUT",
+            ),
             (&[("SUPABASE_TIMEOUT_MS", "fast")], "SUPABASE_TIMEOUT_MS"),
             (&[("SLOW_QUERY_MS", "1.5")], "SLOW_QUERY_MS"),
             (&[("SYNC_ENABLED", "maybe")], "SYNC_ENABLED"),
@@ -668,15 +763,33 @@ mod tests {
             (&[("SYNC_MAX_RETRIES", "many")], "SYNC_MAX_RETRIES"),
             (&[("SYNC_BATCH_SIZE", "0")], "SYNC_BATCH_SIZE"),
             (&[("MAX_MEMORY_MB", "lots")], "MAX_MEMORY_MB"),
-            (&[("MEMORY_WARNING_THRESHOLD", "600")], "MEMORY_WARNING_THRESHOLD"),
-            (&[("MEMORY_WARNING_THRESHOLD", "x")], "MEMORY_WARNING_THRESHOLD"),
+            (
+                &[("MEMORY_WARNING_THRESHOLD", "600")],
+                "MEMORY_WARNING_THRESHOLD",
+            ),
+            (
+                &[("MEMORY_WARNING_THRESHOLD", "x")],
+                "MEMORY_WARNING_THRESHOLD",
+            ),
             (&[("MEMORY_CHECK_INTERVAL", "10")], "MEMORY_CHECK_INTERVAL"),
-            (&[("REALTIME_MAX_SUBSCRIPTIONS", "0")], "REALTIME_MAX_SUBSCRIPTIONS"),
-            (&[("REALTIME_SUBSCRIPTION_TTL", "1h")], "REALTIME_SUBSCRIPTION_TTL"),
-            (&[("REALTIME_SWEEP_INTERVAL", "-5")], "REALTIME_SWEEP_INTERVAL"),
+            (
+                &[("REALTIME_MAX_SUBSCRIPTIONS", "0")],
+                "REALTIME_MAX_SUBSCRIPTIONS",
+            ),
+            (
+                &[("REALTIME_SUBSCRIPTION_TTL", "1h")],
+                "REALTIME_SUBSCRIPTION_TTL",
+            ),
+            (
+                &[("REALTIME_SWEEP_INTERVAL", "-5")],
+                "REALTIME_SWEEP_INTERVAL",
+            ),
             (&[("REALTIME_MAX_RETRIES", "x")], "REALTIME_MAX_RETRIES"),
             (&[("MAX_EVENT_STREAMS", "0")], "MAX_EVENT_STREAMS"),
-            (&[("COLLISIONOS_API_TOKEN", "short")], "COLLISIONOS_API_TOKEN"),
+            (
+                &[("COLLISIONOS_API_TOKEN", "short")],
+                "COLLISIONOS_API_TOKEN",
+            ),
             (&[("LOG_LEVEL", "loud=[")], "LOG_LEVEL"),
             (&[("LOG_MAX_FILES", "0")], "LOG_MAX_FILES"),
         ];
@@ -697,7 +810,11 @@ mod tests {
             ("COLLISIONOS_API_TOKEN", "token-secret-value-123"),
         ])
         .unwrap();
-        for text in [c.describe(), format!("{c:?}"), serde_json::to_string(&c).unwrap()] {
+        for text in [
+            c.describe(),
+            format!("{c:?}"),
+            serde_json::to_string(&c).unwrap(),
+        ] {
             assert!(!text.contains("secret-value"), "{text}");
         }
         let err = with(&[("COLLISIONOS_API_TOKEN", "bad token!")]).unwrap_err();

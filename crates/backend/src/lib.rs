@@ -8,6 +8,7 @@
 //! - [`subscriptions`]: the realtime subscription manager;
 //! - [`api`]: the axum HTTP API.
 
+pub mod api;
 pub mod config;
 pub mod events;
 pub mod monitor;

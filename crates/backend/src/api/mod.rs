@@ -1,0 +1,4 @@
+//! The HTTP API (axum). Health family is open on loopback; the rest needs the API token.
+pub mod error;
+
+pub use error::ApiError;
