@@ -1,2 +1,1 @@
-//! `collisionos`: the headless backend.
 fn main() {}
