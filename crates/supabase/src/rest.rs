@@ -1,1 +1,0 @@
-//! PostgREST client. Filled in by the REST work.
