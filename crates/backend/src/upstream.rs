@@ -52,7 +52,6 @@ struct StatusInner {
 #[derive(Clone)]
 pub struct Upstream {
     pool: Pool<Leases>,
-    client: RestClient,
     status: Arc<Status>,
     bus: Bus,
     acquire_timeout: Duration,
@@ -73,9 +72,7 @@ impl Upstream {
             pool_idle_timeout: pool.idle_timeout,
         })?;
         let leases = Pool::new(
-            Leases {
-                client: client.clone(),
-            },
+            Leases { client },
             LeaseConfig {
                 max_size: pool.max,
                 min_idle: pool.min,
@@ -85,7 +82,6 @@ impl Upstream {
         );
         Ok(Self {
             pool: leases,
-            client,
             status: Arc::default(),
             bus,
             acquire_timeout: pool.acquire_timeout,
@@ -130,7 +126,8 @@ impl Upstream {
         drop(lease);
         match &out {
             Ok(_) => self.mark_online(started.elapsed()),
-            Err(e) if e.is_unavailable() => {
+            // A timeout on flaky shop internet counts as unreachable too.
+            Err(e) if e.is_unavailable() || matches!(e, RestError::Timeout) => {
                 self.pool.record_upstream_error();
                 self.mark_offline(e.to_string());
             }
@@ -207,35 +204,30 @@ impl Upstream {
     }
 
     /// Probes reachability: every 5 s while online, backing off 1, 2, 5, 10 s while offline.
-    /// Probes bypass the lease pool on purpose: a saturated pool must not look like an outage.
+    /// The probe takes a lease like any request (every Supabase request goes through the
+    /// pool); when none is free within the acquire timeout, traffic is flowing and request
+    /// outcomes already tell the state, so the round is skipped.
     pub fn spawn_probe(&self, cancel: CancellationToken, tracker: &TaskTracker) {
         let this = self.clone();
         tracker.spawn(async move {
             let offline_steps = [1u64, 2, 5, 10];
             let mut step = 0usize;
             loop {
-                let started = Instant::now();
                 let ok = tokio::select! {
                     // Cancelled mid-probe: stop without recording an outcome.
                     () = cancel.cancelled() => return,
-                    r = this.client.ping() => match r {
-                        Ok(_) => { this.mark_online(started.elapsed()); true }
-                        Err(e) if e.is_unavailable() => { this.mark_offline(e.to_string()); false }
-                        Err(e) => {
-                            // Answered with an error (e.g. bad key): reachable, but say why.
-                            this.status.inner.lock().last_error = Some(e.to_string());
-                            this.mark_online(started.elapsed());
-                            true
-                        }
-                    },
+                    r = this.probe_once() => r,
                 };
-                let wait = if ok {
-                    step = 0;
-                    5
-                } else {
-                    let w = offline_steps[step.min(offline_steps.len() - 1)];
-                    step += 1;
-                    w
+                let wait = match ok {
+                    Some(false) => {
+                        let w = offline_steps[step.min(offline_steps.len() - 1)];
+                        step += 1;
+                        w
+                    }
+                    _ => {
+                        step = 0;
+                        5
+                    }
                 };
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -243,6 +235,31 @@ impl Upstream {
                 }
             }
         });
+    }
+
+    /// One probe: `Some(reachable)`, or `None` when no lease was free or the pool is closed.
+    async fn probe_once(&self) -> Option<bool> {
+        let lease = self.pool.acquire().await.ok()?;
+        let started = Instant::now();
+        let r = lease.ping().await;
+        drop(lease);
+        Some(match r {
+            Ok(_) => {
+                self.mark_online(started.elapsed());
+                true
+            }
+            Err(e) if e.is_unavailable() || matches!(e, RestError::Timeout) => {
+                self.pool.record_upstream_error();
+                self.mark_offline(e.to_string());
+                false
+            }
+            Err(e) => {
+                // Answered with an error (e.g. a bad key): reachable, but say why.
+                self.status.inner.lock().last_error = Some(e.to_string());
+                self.mark_online(started.elapsed());
+                true
+            }
+        })
     }
 
     /// Opens the warm minimum of leases.

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use collisionos_supabase::rest::{Count, Order, escape_like, or};
+use collisionos_supabase::rest::{Cond, Count, Order, OrGroup, escape_like};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -78,10 +78,10 @@ async fn list_customers(
                 .count(Count::Exact);
             if let Some(t) = &search {
                 let pattern = format!("*{}*", escape_like(t));
-                sel = sel.or(or()
-                    .ilike("first_name", pattern.as_str())
-                    .ilike("last_name", pattern.as_str())
-                    .ilike("email", pattern.as_str()));
+                sel = sel.or(OrGroup::new()
+                    .cond(Cond::ilike("first_name", pattern.as_str()))
+                    .cond(Cond::ilike("last_name", pattern.as_str()))
+                    .cond(Cond::ilike("email", pattern.as_str())));
             }
             sel.execute::<Value>().await
         })
@@ -104,7 +104,7 @@ async fn get_customer(State(s): State<AppState>, Path(id): Path<String>) -> Resu
     let row = s
         .upstream()?
         .run(|c| async move {
-            c.from("customers")?
+            c.from("customers")
                 .select("*")
                 .eq("id", id.to_string())
                 .execute_opt::<Value>()
@@ -182,7 +182,7 @@ async fn create_customer(
     // Upsert on the primary key: the same POST retried lands once.
     let rows = up
         .run(|c| async move {
-            c.from("customers")?
+            c.from("customers")
                 .upsert(&[row])
                 .on_conflict("id")
                 .execute::<Value>()
@@ -190,7 +190,6 @@ async fn create_customer(
         })
         .await?;
     let created = rows
-        .rows
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("upstream returned no row for the insert"))?;
