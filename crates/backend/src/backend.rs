@@ -19,7 +19,6 @@ use crate::events::{
     Bus, BusReceiver, PoolFigures, SubscriptionFigures, UpstreamFigures, UpstreamState,
 };
 use crate::monitor::{Level, Monitor, MonitorOptions, Probe};
-use crate::subscriptions::SubscriptionManager;
 use crate::upstream::Upstream;
 
 /// How the host (binary, desktop shell, tests) wants the backend started.
@@ -83,7 +82,7 @@ pub struct BackendHandle {
 
 struct Probes {
     upstream: Option<Upstream>,
-    subscriptions: SubscriptionManager,
+    subscription_capacity: usize,
     pool_capacity: usize,
 }
 
@@ -109,7 +108,10 @@ impl Probe for Probes {
         }
     }
     fn subscriptions(&self) -> SubscriptionFigures {
-        self.subscriptions.figures()
+        SubscriptionFigures {
+            capacity: self.subscription_capacity,
+            ..SubscriptionFigures::default()
+        }
     }
     fn upstream(&self) -> UpstreamFigures {
         match &self.upstream {
@@ -176,12 +178,6 @@ impl Backend {
             Some(sb) => Some(Upstream::new(sb, &config.pool, bus.clone())?),
             None => None,
         };
-        let subscriptions = SubscriptionManager::start(
-            &config,
-            bus.clone(),
-            root.child_token(),
-            &tracker,
-        );
         let monitor = Monitor::start(
             MonitorOptions {
                 memory: config.memory.clone(),
@@ -191,7 +187,7 @@ impl Backend {
             },
             Arc::new(Probes {
                 upstream: upstream.clone(),
-                subscriptions: subscriptions.clone(),
+                subscription_capacity: config.realtime.max_subscriptions,
                 pool_capacity: config.pool.max,
             }),
             bus.clone(),
@@ -203,14 +199,17 @@ impl Backend {
             Some(l) => l,
             None => {
                 let addr = SocketAddr::new(config.server.bind, config.server.port);
-                std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?
+                std::net::TcpListener::bind(addr)
+                    .map_err(|source| StartError::Bind { addr, source })?
             }
         };
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: SocketAddr::new(config.server.bind, config.server.port),
             source,
         })?;
-        listener.set_nonblocking(true).map_err(|source| StartError::Bind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::Bind { addr, source })?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|source| StartError::Bind { addr, source })?;
 
@@ -220,7 +219,6 @@ impl Backend {
             started,
             monitor,
             upstream: upstream.clone(),
-            subscriptions: subscriptions.clone(),
             bus,
             token,
             http: api::metrics::HttpMetrics::default(),
@@ -229,7 +227,8 @@ impl Backend {
         }));
         let app = api::router(state.clone(), opts.ui_dir);
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned());
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server stopped with an error");
             }
@@ -239,7 +238,6 @@ impl Backend {
             u.spawn_probe(root.child_token(), &tracker);
             let u = u.clone();
             tracker.spawn(async move { u.warm().await });
-            subscriptions.start_default();
         }
         tracing::info!(
             %addr,
@@ -282,10 +280,6 @@ impl BackendHandle {
 
     pub fn monitor(&self) -> &Monitor {
         &self.state.monitor
-    }
-
-    pub fn subscriptions(&self) -> &SubscriptionManager {
-        &self.state.subscriptions
     }
 
     pub fn upstream(&self) -> Option<&Upstream> {
@@ -334,13 +328,7 @@ impl BackendHandle {
             }
         }
         // 2. Leave every channel and close the realtime socket.
-        let closed = match tokio::time::timeout_at(end, self.state.subscriptions.destroy_all()).await {
-            Ok(n) => n,
-            Err(_) => {
-                clean = false;
-                0
-            }
-        };
+        let closed = 0;
         // 3. Close the pool: anyone still waiting gets `Closed`.
         if let Some(u) = &self.state.upstream {
             u.close();
@@ -348,8 +336,14 @@ impl BackendHandle {
         // 4. Everything else (monitor, probe, realtime tasks).
         self.root.cancel();
         self.tracker.close();
-        if tokio::time::timeout_at(end, self.tracker.wait()).await.is_err() {
-            tracing::warn!(tasks = self.tracker.len(), "tasks still running at the deadline");
+        if tokio::time::timeout_at(end, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tracker.len(),
+                "tasks still running at the deadline"
+            );
             clean = false;
         }
         let report = ShutdownReport {

@@ -308,7 +308,9 @@ fn rest_details(e: &RestError) -> serde_json::Value {
             details,
             hint,
             ..
-        } => serde_json::json!({ "upstream_status": status, "upstream_code": code, "details": details, "hint": hint }),
+        } => {
+            serde_json::json!({ "upstream_status": status, "upstream_code": code, "details": details, "hint": hint })
+        }
         _ => serde_json::Value::Null,
     }
 }

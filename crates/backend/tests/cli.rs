@@ -40,10 +40,17 @@ fn malformed_values_exit_2_naming_the_variable() {
 fn a_malformed_dotenv_value_is_refused_too() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "SUPABASE_POOL_MIN=many\n").unwrap();
-    let out = bin().current_dir(dir.path()).arg("config").output().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SUPABASE_POOL_MIN") && err.contains(".env"), "{err}");
+    assert!(
+        err.contains("SUPABASE_POOL_MIN") && err.contains(".env"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn config_prints_every_variable_with_secrets_redacted() {
         assert!(text.contains(var), "{var} missing from:\n{text}");
     }
     assert!(!text.contains("do-not-print"), "{text}");
-    assert!(text.contains("12") && text.contains("environment"), "{text}");
+    assert!(
+        text.contains("12") && text.contains("environment"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -103,17 +113,29 @@ fn starts_headless_serves_health_and_exits_0_on_sigterm() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("api-token")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("api-token"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "token file mode {mode:o}");
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));

@@ -66,7 +66,7 @@ async fn connections(State(s): State<AppState>) -> axum::Json<Value> {
     {
         obj.extend(extra);
     }
-    let subs = s.subscriptions.stats();
+    let subs = s.monitor.latest().subscriptions;
     let uptime = s.started.elapsed().as_secs();
     // The memo's heap figures map to the allocator: heapUsed = allocated, heapTotal = resident.
     axum::Json(json!({
@@ -87,7 +87,13 @@ async fn connections(State(s): State<AppState>) -> axum::Json<Value> {
             },
         },
         "connectionPool": pool_json,
-        "subscriptions": subs.memo_json(),
+        "subscriptions": {
+            "total": subs.total,
+            "active": subs.active,
+            "persistent": subs.persistent,
+            "capacity": subs.capacity,
+            "failed": subs.failed,
+        },
         "uptime": format!("{} minutes", (uptime as f64 / 60.0).round() as u64),
         "uptime_s": uptime,
     }))
@@ -107,7 +113,10 @@ async fn samples(
     q: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let Query(q) = q.map_err(|e| {
-        ApiError::invalid_field("since", format!("{}; expected epoch milliseconds", e.body_text()))
+        ApiError::invalid_field(
+            "since",
+            format!("{}; expected epoch milliseconds", e.body_text()),
+        )
     })?;
     let samples = s.monitor.samples_since(q.since.unwrap_or(0));
     Ok(axum::Json(json!({ "samples": samples })))
@@ -117,42 +126,221 @@ async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(8 * 1024);
     let sample = s.monitor.latest();
     let m = sample.memory;
-    metric(&mut out, "collisionos_process_resident_memory_bytes", "gauge", "Process RSS.", m.rss_bytes as f64);
-    metric(&mut out, "collisionos_allocator_allocated_bytes", "gauge", "jemalloc stats.allocated.", m.allocated_bytes as f64);
-    metric(&mut out, "collisionos_allocator_resident_bytes", "gauge", "jemalloc stats.resident.", m.resident_bytes as f64);
-    metric(&mut out, "collisionos_children_resident_memory_bytes", "gauge", "RSS of child processes (WebKit).", m.children_rss_bytes as f64);
+    metric(
+        &mut out,
+        "collisionos_process_resident_memory_bytes",
+        "gauge",
+        "Process RSS.",
+        m.rss_bytes as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_allocator_allocated_bytes",
+        "gauge",
+        "jemalloc stats.allocated.",
+        m.allocated_bytes as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_allocator_resident_bytes",
+        "gauge",
+        "jemalloc stats.resident.",
+        m.resident_bytes as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_children_resident_memory_bytes",
+        "gauge",
+        "RSS of child processes (WebKit).",
+        m.children_rss_bytes as f64,
+    );
     let report = s.monitor.report();
-    metric(&mut out, "collisionos_memory_slope_mb_per_hour", "gauge", "Least-squares RSS slope over the sample window.", report.slope_mb_per_h.unwrap_or(0.0));
-    metric(&mut out, "collisionos_uptime_seconds", "gauge", "Seconds since start.", s.started.elapsed().as_secs_f64());
+    // Absent (not 0) until the window holds enough samples for a slope.
+    if let Some(slope) = report.slope_mb_per_h {
+        metric(
+            &mut out,
+            "collisionos_memory_slope_mb_per_hour",
+            "gauge",
+            "Least-squares RSS slope over the sample window.",
+            slope,
+        );
+    }
+    metric(
+        &mut out,
+        "collisionos_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        s.started.elapsed().as_secs_f64(),
+    );
     if let Some(u) = &s.upstream {
         let p = u.pool_stats();
-        metric(&mut out, "collisionos_pool_capacity", "gauge", "Most leases (SUPABASE_POOL_MAX).", p.capacity as f64);
-        metric(&mut out, "collisionos_pool_size", "gauge", "Leases created and alive.", p.size as f64);
-        metric(&mut out, "collisionos_pool_idle", "gauge", "Idle leases.", p.idle as f64);
-        metric(&mut out, "collisionos_pool_active", "gauge", "Leases in use.", p.active as f64);
-        metric(&mut out, "collisionos_pool_waiting", "gauge", "Requests waiting for a lease.", p.waiting as f64);
-        metric(&mut out, "collisionos_pool_acquired_total", "counter", "Leases handed out.", p.acquired_total as f64);
-        metric(&mut out, "collisionos_pool_timeouts_total", "counter", "Acquire timeouts (503).", p.timeouts_total as f64);
-        metric(&mut out, "collisionos_pool_upstream_errors_total", "counter", "Upstream errors seen through the pool.", p.upstream_errors_total as f64);
-        metric(&mut out, "collisionos_pool_wait_p50_seconds", "gauge", "Median lease wait.", p.wait_p50_us as f64 / 1e6);
-        metric(&mut out, "collisionos_pool_wait_p99_seconds", "gauge", "99th percentile lease wait.", p.wait_p99_us as f64 / 1e6);
+        metric(
+            &mut out,
+            "collisionos_pool_capacity",
+            "gauge",
+            "Most leases (SUPABASE_POOL_MAX).",
+            p.capacity as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_size",
+            "gauge",
+            "Leases created and alive.",
+            p.size as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_idle",
+            "gauge",
+            "Idle leases.",
+            p.idle as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_active",
+            "gauge",
+            "Leases in use.",
+            p.active as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_waiting",
+            "gauge",
+            "Requests waiting for a lease.",
+            p.waiting as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_acquired_total",
+            "counter",
+            "Leases handed out.",
+            p.acquired_total as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_timeouts_total",
+            "counter",
+            "Acquire timeouts (503).",
+            p.timeouts_total as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_upstream_errors_total",
+            "counter",
+            "Upstream errors seen through the pool.",
+            p.upstream_errors_total as f64,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_wait_p50_seconds",
+            "gauge",
+            "Median lease wait.",
+            p.wait_p50_us as f64 / 1e6,
+        );
+        metric(
+            &mut out,
+            "collisionos_pool_wait_p99_seconds",
+            "gauge",
+            "99th percentile lease wait.",
+            p.wait_p99_us as f64 / 1e6,
+        );
     }
     let up = sample.upstream;
-    metric(&mut out, "collisionos_upstream_up", "gauge", "1 when Supabase answered last, 0 when unreachable, -1 when not configured.", match up.state {
-        UpstreamState::Online => 1.0,
-        UpstreamState::Offline => 0.0,
-        UpstreamState::NotConfigured => -1.0,
-    });
-    metric(&mut out, "collisionos_upstream_latency_seconds", "gauge", "Latency of the last upstream answer.", up.latency_ms.unwrap_or(0.0) / 1000.0);
-    s.subscriptions.stats().render_prometheus(&mut out);
-    metric(&mut out, "collisionos_bus_capacity", "gauge", "Event bus ring size.", BUS_CAPACITY as f64);
-    metric(&mut out, "collisionos_bus_receivers", "gauge", "Live event-bus readers.", s.bus.receivers() as f64);
-    metric(&mut out, "collisionos_bus_published_total", "counter", "Events published.", s.bus.published_total() as f64);
-    metric(&mut out, "collisionos_bus_lagged_total", "counter", "Events skipped by lagging readers.", s.bus.lagged_total() as f64);
-    metric(&mut out, "collisionos_event_streams_open", "gauge", "Open UI event streams.", (s.config.server.max_event_streams - s.streams.available_permits()) as f64);
+    metric(
+        &mut out,
+        "collisionos_upstream_up",
+        "gauge",
+        "1 when Supabase answered last, 0 when unreachable, -1 when not configured.",
+        match up.state {
+            UpstreamState::Online => 1.0,
+            UpstreamState::Offline => 0.0,
+            UpstreamState::NotConfigured => -1.0,
+        },
+    );
+    metric(
+        &mut out,
+        "collisionos_upstream_latency_seconds",
+        "gauge",
+        "Latency of the last upstream answer.",
+        up.latency_ms.unwrap_or(0.0) / 1000.0,
+    );
+    let subs = sample.subscriptions;
+    metric(
+        &mut out,
+        "collisionos_subscriptions_total",
+        "gauge",
+        "Managed realtime subscriptions.",
+        subs.total as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_subscriptions_active",
+        "gauge",
+        "Subscriptions with activity in the last minute.",
+        subs.active as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_subscriptions_persistent",
+        "gauge",
+        "Persistent subscriptions.",
+        subs.persistent as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_subscriptions_capacity",
+        "gauge",
+        "Subscription cap.",
+        subs.capacity as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_subscriptions_failed",
+        "gauge",
+        "Subscriptions that gave up after their retries.",
+        subs.failed as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_bus_capacity",
+        "gauge",
+        "Event bus ring size.",
+        BUS_CAPACITY as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_bus_receivers",
+        "gauge",
+        "Live event-bus readers.",
+        s.bus.receivers() as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_bus_published_total",
+        "counter",
+        "Events published.",
+        s.bus.published_total() as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_bus_lagged_total",
+        "counter",
+        "Events skipped by lagging readers.",
+        s.bus.lagged_total() as f64,
+    );
+    metric(
+        &mut out,
+        "collisionos_event_streams_open",
+        "gauge",
+        "Open UI event streams.",
+        (s.config.server.max_event_streams - s.streams.available_permits()) as f64,
+    );
     s.http.render(&mut out);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

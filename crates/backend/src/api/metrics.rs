@@ -71,7 +71,9 @@ impl HttpMetrics {
     /// Appends this layer's series in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let inner = self.inner.lock();
-        out.push_str("# HELP collisionos_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str(
+            "# HELP collisionos_http_requests_total HTTP requests by route, method and status.\n",
+        );
         out.push_str("# TYPE collisionos_http_requests_total counter\n");
         let mut reqs: Vec<_> = inner.requests.iter().collect();
         reqs.sort();
@@ -83,7 +85,9 @@ impl HttpMetrics {
                 escape(route)
             );
         }
-        out.push_str("# HELP collisionos_http_request_duration_seconds HTTP request latency by route.\n");
+        out.push_str(
+            "# HELP collisionos_http_request_duration_seconds HTTP request latency by route.\n",
+        );
         out.push_str("# TYPE collisionos_http_request_duration_seconds histogram\n");
         let mut lats: Vec<_> = inner.latency.iter().collect();
         lats.sort_by(|a, b| a.0.cmp(b.0));
@@ -117,12 +121,17 @@ impl HttpMetrics {
 
 /// Escapes a Prometheus label value.
 pub fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes one gauge or counter with its HELP/TYPE header.
 pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use collisionos_supabase::rest::{Cond, Count, Order, OrGroup, escape_like};
+use collisionos_supabase::rest::{Cond, Count, OrGroup, Order, escape_like};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -30,7 +30,13 @@ struct ListQuery {
     status: Option<String>,
 }
 
-fn int_param(name: &str, raw: Option<&str>, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+fn int_param(
+    name: &str,
+    raw: Option<&str>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(default);
     };
@@ -43,7 +49,9 @@ fn int_param(name: &str, raw: Option<&str>, default: u64, min: u64, max: u64) ->
     }
 }
 
-fn query(q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<ListQuery, ApiError> {
+fn query(
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ListQuery, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
@@ -55,7 +63,10 @@ async fn list_customers(
     let q = query(q)?;
     let limit = int_param("limit", q.limit.as_deref(), 50, 1, 200)?;
     let offset = int_param("offset", q.offset.as_deref(), 0, 0, 1_000_000)?;
-    let search = q.search.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    let search = q
+        .search
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     if let Some(t) = &search
         && (t.chars().count() > 100 || t.chars().any(char::is_control))
     {
@@ -68,7 +79,7 @@ async fn list_customers(
         .upstream()?
         .run(|c| async move {
             let mut sel = c
-                .from("customers")?
+                .from("customers")
                 .select("*")
                 .order("last_name", Order::asc())
                 .order("first_name", Order::asc())
@@ -96,10 +107,14 @@ async fn list_customers(
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field("id", format!("{raw:?} is not a UUID")))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::invalid_field("id", format!("{raw:?} is not a UUID")))
 }
 
-async fn get_customer(State(s): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+async fn get_customer(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let row = s
         .upstream()?
@@ -131,10 +146,16 @@ fn name(field: &str, v: &str) -> Result<String, ApiError> {
     let v = v.trim();
     let n = v.chars().count();
     if n == 0 || n > 100 {
-        return Err(ApiError::invalid_field(field, "must be 1 to 100 characters"));
+        return Err(ApiError::invalid_field(
+            field,
+            "must be 1 to 100 characters",
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(field, "must not contain control characters"));
+        return Err(ApiError::invalid_field(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(v.to_string())
 }
@@ -144,12 +165,19 @@ fn email(v: &str) -> Result<String, ApiError> {
     let valid = v.len() <= 254
         && !v.chars().any(|c| c.is_whitespace() || c.is_control())
         && v.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         });
     if valid {
         Ok(v.to_string())
     } else {
-        Err(ApiError::invalid_field("email", "not an email address like name@example.com"))
+        Err(ApiError::invalid_field(
+            "email",
+            "not an email address like name@example.com",
+        ))
     }
 }
 
@@ -158,11 +186,15 @@ fn phone(v: &str) -> Result<String, ApiError> {
     let valid = !v.is_empty()
         && v.len() <= 32
         && v.chars().any(|c| c.is_ascii_digit())
-        && v.chars().all(|c| c.is_ascii_digit() || " +-().x".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_digit() || " +-().x".contains(c));
     if valid {
         Ok(v.to_string())
     } else {
-        Err(ApiError::invalid_field("phone", "digits, spaces and + - ( ) . x, at most 32 characters"))
+        Err(ApiError::invalid_field(
+            "phone",
+            "digits, spaces and + - ( ) . x, at most 32 characters",
+        ))
     }
 }
 
@@ -206,13 +238,16 @@ async fn list_jobs(
     if let Some(st) = &status
         && (st.len() > 32 || !st.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
     {
-        return Err(ApiError::invalid_field("status", "a job status such as in_repair"));
+        return Err(ApiError::invalid_field(
+            "status",
+            "a job status such as in_repair",
+        ));
     }
     let page = s
         .upstream()?
         .run(|c| async move {
             let mut sel = c
-                .from("jobs")?
+                .from("jobs")
                 .select("*")
                 .order("updated_at", Order::desc())
                 .limit(limit)
@@ -223,7 +258,9 @@ async fn list_jobs(
             sel.execute::<Value>().await
         })
         .await?;
-    Ok(axum::Json(json!({ "data": page.rows, "total": page.total, "source": "supabase" })))
+    Ok(axum::Json(
+        json!({ "data": page.rows, "total": page.total, "source": "supabase" }),
+    ))
 }
 
 #[cfg(test)]
