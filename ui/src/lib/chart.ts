@@ -102,7 +102,9 @@ export function buildOptions(
         font,
         grid: { stroke: gridStroke, width: 1 },
         ticks: { stroke: gridStroke, width: 1, size: 4 },
-        space: 70,
+        space: 80,
+        // 24-hour clock, one line: an office monitor needs the time, not the date.
+        values: (_u, splits, _i, _space, incr) => splits.map((v) => hhmm(v, incr < 60)),
       },
       {
         stroke: axisStroke,
@@ -114,7 +116,7 @@ export function buildOptions(
         grid: { stroke: gridStroke, width: 1 },
         ticks: { show: false },
         values: (_u, splits) =>
-          splits.map((v) => (integer ? String(Math.round(v)) : v >= 100 ? v.toFixed(0) : v.toFixed(1))),
+          splits.map((v) => (v === 0 || integer ? String(Math.round(v)) : v >= 100 ? v.toFixed(0) : v.toFixed(1))),
         incrs: integer ? [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000] : undefined,
       },
     ],
@@ -144,6 +146,16 @@ export function buildOptions(
       ],
     },
   };
+}
+
+function pad(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+function hhmm(sec: number, seconds: boolean): string {
+  const d = new Date(sec * 1000);
+  const base = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return seconds ? `${base}:${pad(d.getSeconds())}` : base;
 }
 
 function withAlpha(color: string, alpha: number): string {

@@ -53,7 +53,7 @@ export class HealthHistory {
 
   /** Append one sample; returns false when it is not newer than what we have. */
   push(s: HealthSample): boolean {
-    if (!s || typeof s.ts !== 'number' || !(s.ts > this.lastTs)) return false;
+    if (!s || typeof s.ts !== 'number' || !(s.ts > 0) || !(s.ts > this.lastTs)) return false;
     const m = s.memory ?? ({} as HealthSample['memory']);
     const p = s.pool ?? ({} as HealthSample['pool']);
     const sub = s.subscriptions ?? ({} as HealthSample['subscriptions']);

@@ -32,29 +32,20 @@ export function vehicle(r: Row): string | null {
 }
 
 const TONES: Record<string, string> = {
+  // supabase/migrations/0001_init.sql: jobs_status_check
   estimate: '--fg-muted',
-  estimating: '--fg-muted',
-  new: '--info',
+  approved: '--info',
   scheduled: '--info',
   intake: '--info',
-  in_progress: '--accent',
-  'in progress': '--accent',
+  disassembly: '--accent',
+  parts_pending: '--warning',
   body: '--accent',
   paint: '--c-resident',
-  painting: '--c-resident',
-  waiting_parts: '--warning',
-  'waiting for parts': '--warning',
-  parts: '--warning',
-  on_hold: '--failed',
-  hold: '--failed',
-  qc: '--c-allocated',
+  reassembly: '--accent',
   quality_check: '--c-allocated',
   ready: '--ok',
-  ready_for_pickup: '--ok',
-  complete: '--ok',
-  completed: '--ok',
   delivered: '--fg-faint',
-  closed: '--fg-faint',
+  on_hold: '--failed',
   cancelled: '--fg-faint',
 };
 
@@ -64,4 +55,16 @@ export function statusTone(s: string): string {
 
 export function statusLabel(s: string): string {
   return s.replace(/_/g, ' ');
+}
+
+export function estimate(r: Row): string | null {
+  const v = r.estimate_total ?? r.estimateTotal ?? r.total;
+  if (v === null || v === undefined || v === '') return null;
+  const n = Number(v);
+  if (!Number.isFinite(n)) return String(v);
+  return n.toLocaleString(undefined, { style: 'currency', currency: 'USD', maximumFractionDigits: 0 });
+}
+
+export function createdAt(r: Row): number | null {
+  return toMs((r.created_at ?? r.createdAt) as string | number | null);
 }

@@ -57,10 +57,12 @@ class LiveState {
   alerts = $state.raw<Alert[]>([]);
   alertsError = $state<string | null>(null);
   health = $state.raw<HealthInfo | null>(null);
+  /** When `health` was fetched (its uptime is as of then). */
+  healthAt = $state(0);
   memory = $state.raw<MemoryInfo | null>(null);
   jobs = $state.raw<Row[]>([]);
   jobsTotal = $state<number | null>(null);
-  jobsError = $state<string | null>(null);
+  jobsError = $state<ShownError | null>(null);
   jobsLoaded = $state(false);
   /** Epoch ms of the last row change per job key (the board flashes it). */
   jobsTouched = $state.raw<Map<string, number>>(new Map());
@@ -356,7 +358,8 @@ class LiveService {
       live.jobsTotal = typeof r?.total === 'number' ? r.total : live.jobs.length;
       live.jobsError = null;
     } catch (e) {
-      live.jobsError = errorText(e);
+      live.jobsError =
+        e instanceof ApiError ? { message: e.message, code: e.code } : { message: errorText(e), code: 'error' };
       if (e instanceof ApiError && e.status === 401) live.needsToken = true;
     } finally {
       live.jobsLoaded = true;
@@ -377,6 +380,7 @@ class LiveService {
   async loadHealth(): Promise<void> {
     try {
       live.health = await api<HealthInfo>('/api/health');
+      live.healthAt = Date.now();
     } catch {
       /* the stream state says enough */
     }
