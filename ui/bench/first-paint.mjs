@@ -97,6 +97,8 @@ try {
         fcp: paint ? paint.startTime : null,
         domContentLoaded: nav ? nav.domContentLoadedEventEnd : null,
         boot: mark('collisionos:boot'),
+        streamOpen: mark('collisionos:stream-open'),
+        backfillDone: mark('collisionos:backfill-done'),
         firstSample: mark('collisionos:first-sample-drawn'),
         chartsPainted: mark('collisionos:charts-painted'),
       };
@@ -109,7 +111,7 @@ try {
   await backend.stop();
 }
 
-const keys = ['fcp', 'domContentLoaded', 'boot', 'firstSample', 'chartsPainted'];
+const keys = ['fcp', 'domContentLoaded', 'boot', 'streamOpen', 'backfillDone', 'firstSample', 'chartsPainted'];
 const summary = Object.fromEntries(
   keys.map((k) => {
     const xs = results.map((r) => r[k]).filter((x) => typeof x === 'number');

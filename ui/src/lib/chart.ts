@@ -102,7 +102,7 @@ export function buildOptions(
         font,
         grid: { stroke: gridStroke, width: 1 },
         ticks: { stroke: gridStroke, width: 1, size: 4 },
-        space: 80,
+        space: 60,
         // 24-hour clock, one line: an office monitor needs the time, not the date.
         values: (_u, splits, _i, _space, incr) => splits.map((v) => hhmm(v, incr < 60)),
       },

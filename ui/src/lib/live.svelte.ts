@@ -124,11 +124,16 @@ class LiveService {
   private cancelRetry: (() => void) | null = null;
   private jobsMap = new Map<string, Row>();
   private lastUpstream: string | null = null;
+  /** A backfill started together with the stream (first connect), picked up on open. */
+  private earlyBackfill: Promise<HealthSample[]> | null = null;
 
   start(): void {
     if (this.scope) return;
     this.scope = new Scope();
     this.scope.every(1000, () => this.tick());
+    // Ask for the last hour while the stream connects: the charts fill on open, not a round
+    // trip later.
+    this.earlyBackfill = this.fetchSamples(Date.now() - 3600_000);
     this.connect();
   }
 
@@ -182,6 +187,7 @@ class LiveService {
     if (s !== this.stream) return;
     this.openedThisAttempt = true;
     this.attempt = 0;
+    if (!performance.getEntriesByName('collisionos:stream-open').length) performance.mark('collisionos:stream-open');
     this.lastEventAt = Date.now();
     if (live.phase !== 'connecting') live.reconnects++;
     live.error = null;
@@ -243,24 +249,32 @@ class LiveService {
     // Fill the charts from the backend's ring before taking live samples in, so the two
     // never interleave out of order.
     this.backfilling = true;
-    const since = history.newestTs ?? Date.now() - 3600_000;
-    try {
-      const r = await api<{ samples: HealthSample[] }>(
-        `/api/health/samples?since=${Math.floor(since)}`,
-      );
-      for (const s of r?.samples ?? []) history.push(s);
-    } catch (e) {
-      console.warn('backfill failed', errorText(e));
-    } finally {
-      this.backfilling = false;
+    const early = this.earlyBackfill;
+    this.earlyBackfill = null;
+    let samples = early ? await early : [];
+    if (!early || (samples.length === 0 && history.length === 0)) {
+      samples = await this.fetchSamples(history.newestTs ?? Date.now() - 3600_000);
     }
+    for (const s of samples) history.push(s);
+    this.backfilling = false;
     for (const s of this.buffered.splice(0)) history.push(s);
+    if (!performance.getEntriesByName('collisionos:backfill-done').length) performance.mark('collisionos:backfill-done');
     this.afterSamples();
     hub.emit('history', history.version);
     void this.loadAlerts();
     void this.loadJobs();
     void this.loadHealth();
     void this.loadMemory();
+  }
+
+  private async fetchSamples(since: number): Promise<HealthSample[]> {
+    try {
+      const r = await api<{ samples: HealthSample[] }>(`/api/health/samples?since=${Math.floor(since)}`);
+      return r?.samples ?? [];
+    } catch (e) {
+      console.warn('backfill failed', errorText(e));
+      return [];
+    }
   }
 
   private afterSamples(): void {
