@@ -215,7 +215,7 @@ impl RestClient {
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(content_range_total);
-            let body = resp.bytes().await.map_err(RestError::from_transport)?;
+            let body = read_body(resp).await?;
             Ok::<_, RestError>((status, total, body))
         }
         .await;
@@ -245,6 +245,31 @@ impl RestClient {
         }
         Ok(Answer { total, body })
     }
+}
+
+/// Largest answer read into memory; a bigger one fails with `Decode` instead of growing the
+/// heap (page with `limit`/`range`, or narrow the `select`).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, RestError> {
+    let too_big = || {
+        RestError::Decode(format!(
+            "response body larger than {} MiB",
+            MAX_RESPONSE_BYTES >> 20
+        ))
+    };
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > MAX_RESPONSE_BYTES as u64 {
+        return Err(too_big());
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(RestError::from_transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// One request as the builders describe it.
