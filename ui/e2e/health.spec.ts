@@ -115,3 +115,26 @@ test('window toggle, light theme and the other views render', async () => {
     await context.close();
   }
 });
+
+test("a wrong token shows the backend's message as it is, and a pasted URL connects", async () => {
+  const direct = await fetch(`${b.origin}/api/alerts`, { headers: { Authorization: 'Bearer wrong-token-0000000000' } });
+  assert.equal(direct.status, 401);
+  const body = (await direct.json()) as { error: string; code: string };
+  const { context, page } = await newPage(browser);
+  try {
+    await page.goto(`${b.origin}/?token=wrong-token-0000000000`);
+    const reason = page.locator('[data-testid="reconnecting-reason"]');
+    await reason.waitFor({ timeout: 15_000 });
+    assert.equal((await reason.textContent())?.trim(), body.error);
+    assert.equal(await reason.getAttribute('data-code'), body.code);
+    await page.waitForSelector('[data-testid="token-form"]');
+    await shot(page, 'wrong-token');
+    await page.fill('[data-testid="token-form"] input[name="token"]', b.uiUrl);
+    await page.click('[data-testid="token-form"] button[type="submit"]');
+    await page.waitForSelector('[data-testid="connection-state"][data-phase="open"]', { timeout: 15_000 });
+    await page.waitForSelector('[data-testid="token-form"]', { state: 'detached' });
+    assert.equal(await page.evaluate(() => window.__collisionos!.streams()), 1);
+  } finally {
+    await context.close();
+  }
+});
