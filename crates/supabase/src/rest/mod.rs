@@ -223,7 +223,8 @@ impl RestClient {
         let status = match &result {
             Ok((status, ..)) => status.to_string(),
             Err(RestError::Timeout) => "timeout".to_owned(),
-            Err(_) => "network".to_owned(),
+            Err(RestError::Unavailable(_)) => "unreachable".to_owned(),
+            Err(_) => "error".to_owned(),
         };
         let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         // URL and headers stay out of logs: they hold customer data and keys.
