@@ -888,9 +888,6 @@ async fn outages_timeouts_and_slow_requests() -> Result<()> {
     Ok(())
 }
 
-// Supabase's gateway maps `/rest/v1/` to PostgREST's root; the local gateway forwards it to
-// postrust's `/api/`, which postrust does not route (only `/api`), so ping gets 404 there.
-#[ignore = "local gateway forwards /rest/v1/ to postrust /api/ (404); needs /api"]
 #[tokio::test]
 async fn ping_proves_the_api_answers() -> Result<()> {
     let stack = Stack::start().await?;
