@@ -1,2 +1,3 @@
 //! Supabase wire clients. `rest`: PostgREST; `realtime`: Phoenix channels.
+pub mod realtime;
 pub mod rest;
