@@ -11,7 +11,7 @@ start_backend() {
   cargo build --release -q -p collisionos --bin collisionos
   local port; port=$(free_port)
   BENCH_DATA=$(mktemp -d)
-  PORT=$port COLLISIONOS_DATA_DIR=$BENCH_DATA COLLISIONOS_API_TOKEN=benchtokenbenchtoken1234 \
+  PORT=$port LOG_LEVEL=${LOG_LEVEL:-info} COLLISIONOS_DATA_DIR=$BENCH_DATA COLLISIONOS_API_TOKEN=benchtokenbenchtoken1234 \
     target/release/collisionos --headless >"$BENCH_DATA/stdout" 2>"$BENCH_DATA/stderr" &
   BACKEND_PID=$!
   BACKEND_URL="http://127.0.0.1:$port"
