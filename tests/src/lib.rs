@@ -1,1 +1,4 @@
-//! Local Supabase stack. Filled in by the stack work.
+//! Test support for CollisionOS Monitor: a local Supabase ([`stack`]) for cross-component tests,
+//! benchmarks and trying the app in online mode (`supabase-local`).
+
+pub mod stack;
