@@ -38,6 +38,15 @@ test('1,000 view changes leave listeners() and streams() constant', { timeout: 6
     await page.click('[data-testid="tab-health"]');
     await page.waitForSelector('[data-view="health"] [data-testid="chart-memory"] canvas');
     await sleep(1500);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Performance.enable');
+    const browserMetrics = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      const { metrics } = (await cdp.send('Performance.getMetrics')) as { metrics: { name: string; value: number }[] };
+      const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
+      return { jsListeners: m.JSEventListeners, nodes: m.Nodes, heapMb: m.JSHeapUsedSize / 1048576 };
+    };
+    const baseBrowser = await browserMetrics();
     const base = await counters(page);
     assert.equal(base.streams, 1, 'one event stream');
     assert.ok(base.listeners > 0);
@@ -68,8 +77,17 @@ test('1,000 view changes leave listeners() and streams() constant', { timeout: 6
     await page.waitForSelector('[data-view="health"] [data-testid="chart-memory"] canvas');
     await sleep(1500);
     const end = await counters(page);
+    const endBrowser = await browserMetrics();
     console.log('counters before', base, 'after', end, 'peak listeners', done.peaks.listeners);
+    console.log('browser before', baseBrowser, 'after', endBrowser);
     assert.deepEqual(end, base, 'listeners, streams, timers and observers are back where they were');
+    // The browser's own count of JS event listeners (uPlot's included) and DOM nodes agree.
+    assert.ok(
+      Math.abs(endBrowser.jsListeners - baseBrowser.jsListeners) <= 2,
+      `JS event listeners ${baseBrowser.jsListeners} -> ${endBrowser.jsListeners}`,
+    );
+    assert.ok(Math.abs(endBrowser.nodes - baseBrowser.nodes) <= 200, `DOM nodes ${baseBrowser.nodes} -> ${endBrowser.nodes}`);
+    assert.ok(endBrowser.heapMb < baseBrowser.heapMb + 8, `JS heap ${baseBrowser.heapMb.toFixed(1)} -> ${endBrowser.heapMb.toFixed(1)} MB`);
     await shot(page, 'after-1000-view-changes');
     assert.deepEqual(errors, []);
   } finally {
