@@ -116,7 +116,7 @@ export function buildOptions(
         grid: { stroke: gridStroke, width: 1 },
         ticks: { show: false },
         values: (_u, splits) =>
-          splits.map((v) => (v === 0 || integer ? String(Math.round(v)) : v >= 100 ? v.toFixed(0) : v.toFixed(1))),
+          splits.map((v) => (v === 0 || integer || v >= 10 ? String(Math.round(v)) : v.toFixed(1))),
         incrs: integer ? [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000] : undefined,
       },
     ],
