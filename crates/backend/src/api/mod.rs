@@ -10,6 +10,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod records;
+pub mod subscriptions;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -332,8 +332,12 @@ impl Actor {
             } => {
                 let res = self.add_channel(&topic, handle_id, options, status, changes, dropped);
                 let ok = res.is_ok();
-                let _ = reply.send(res);
-                if ok && self.out.is_some() {
+                if reply.send(res).is_err() {
+                    // The caller gave up (its future was dropped): nobody owns this channel.
+                    if ok {
+                        self.end(&topic, EndReason::Left, false);
+                    }
+                } else if ok && self.out.is_some() {
                     self.send_join(&topic);
                 }
             }

@@ -42,6 +42,8 @@ use url::Url;
 
 pub use frame::{Frame, FrameError, Serializer};
 pub use token::{StaticToken, TokenProvider, is_pushable, jwt_exp};
+/// The WebSocket crate [`Connector`] is written against, for implementors and test peers.
+pub use tokio_tungstenite;
 
 /// Largest frame accepted or sent, the server's own limit.
 pub const MAX_FRAME_BYTES: usize = 5_000_000;
