@@ -102,18 +102,25 @@ async fn stop_while_starting(starting: tokio::task::JoinHandle<Result<Stack>>) -
     Ok(())
 }
 
-/// Write the env file, readable by its owner only: it holds the service-role key.
+/// Write the env file, readable by its owner only (it holds the service-role key), and
+/// atomically: scripts wait for it to exist and then read it at once.
 fn write_env(path: &Path, contents: &str) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let partial = path.with_extension("partial");
     let mut file = std::fs::File::options()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+        .with_context(|| format!("renaming {} into place", partial.display()))?;
     Ok(())
 }
