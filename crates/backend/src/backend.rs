@@ -19,6 +19,7 @@ use crate::events::{
     Bus, BusReceiver, PoolFigures, SubscriptionFigures, UpstreamFigures, UpstreamState,
 };
 use crate::monitor::{Level, Monitor, MonitorOptions, Probe};
+use crate::subscriptions::SubscriptionManager;
 use crate::upstream::Upstream;
 
 /// How the host (binary, desktop shell, tests) wants the backend started.
@@ -82,7 +83,7 @@ pub struct BackendHandle {
 
 struct Probes {
     upstream: Option<Upstream>,
-    subscription_capacity: usize,
+    subscriptions: SubscriptionManager,
     pool_capacity: usize,
 }
 
@@ -108,10 +109,7 @@ impl Probe for Probes {
         }
     }
     fn subscriptions(&self) -> SubscriptionFigures {
-        SubscriptionFigures {
-            capacity: self.subscription_capacity,
-            ..SubscriptionFigures::default()
-        }
+        self.subscriptions.figures()
     }
     fn upstream(&self) -> UpstreamFigures {
         match &self.upstream {
@@ -178,6 +176,7 @@ impl Backend {
             Some(sb) => Some(Upstream::new(sb, &config.pool, bus.clone())?),
             None => None,
         };
+        let subscriptions = SubscriptionManager::start(&config, bus.clone(), &tracker, &root);
         let monitor = Monitor::start(
             MonitorOptions {
                 memory: config.memory.clone(),
@@ -187,7 +186,7 @@ impl Backend {
             },
             Arc::new(Probes {
                 upstream: upstream.clone(),
-                subscription_capacity: config.realtime.max_subscriptions,
+                subscriptions: subscriptions.clone(),
                 pool_capacity: config.pool.max,
             }),
             bus.clone(),
@@ -219,6 +218,7 @@ impl Backend {
             started,
             monitor,
             upstream: upstream.clone(),
+            subscriptions: subscriptions.clone(),
             bus,
             token,
             http: api::metrics::HttpMetrics::default(),
@@ -238,6 +238,13 @@ impl Backend {
             u.spawn_probe(root.child_token(), &tracker);
             let u = u.clone();
             tracker.spawn(async move { u.warm().await });
+            // The memo's persistent `jobs_subscription`; its events go on the bus.
+            let subs = subscriptions.clone();
+            tracker.spawn(async move {
+                if let Err(e) = subs.start_default().await {
+                    tracing::warn!(error = %e, "could not create the jobs subscription");
+                }
+            });
         }
         tracing::info!(
             %addr,
@@ -280,6 +287,10 @@ impl BackendHandle {
 
     pub fn monitor(&self) -> &Monitor {
         &self.state.monitor
+    }
+
+    pub fn subscriptions(&self) -> &SubscriptionManager {
+        &self.state.subscriptions
     }
 
     pub fn upstream(&self) -> Option<&Upstream> {
@@ -328,7 +339,14 @@ impl BackendHandle {
             }
         }
         // 2. Leave every channel and close the realtime socket.
-        let closed = 0;
+        let closed = self.state.subscriptions.list().len();
+        if tokio::time::timeout_at(end, self.state.subscriptions.destroy_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("subscriptions were not all closed before the deadline");
+            clean = false;
+        }
         // 3. Close the pool: anyone still waiting gets `Closed`.
         if let Some(u) = &self.state.upstream {
             u.close();

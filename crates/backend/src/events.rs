@@ -3,8 +3,11 @@
 //!
 //! A lagging reader skips ahead; every skip is counted in [`Bus::lagged_total`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -12,6 +15,9 @@ use tokio::sync::broadcast;
 /// Capacity of the broadcast ring. At one sample a second plus bursts of changes this is
 /// minutes of slack for a reader; beyond it the reader skips (counted), the sender never blocks.
 pub const BUS_CAPACITY: usize = 1024;
+
+/// Alerts kept for `GET /api/alerts` and a newly opened page (newest last).
+pub const ALERTS_CAPACITY: usize = 200;
 
 /// Milliseconds since the Unix epoch (what the UI's charts use).
 pub fn now_ms() -> u64 {
@@ -163,6 +169,8 @@ pub struct Bus {
     tx: broadcast::Sender<Event>,
     lagged: Arc<AtomicU64>,
     published: Arc<AtomicU64>,
+    /// Every alert that crossed the bus, bounded by [`ALERTS_CAPACITY`].
+    alerts: Arc<Mutex<VecDeque<Alert>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -186,12 +194,20 @@ impl Bus {
             tx,
             lagged: Arc::default(),
             published: Arc::default(),
+            alerts: Arc::new(Mutex::new(VecDeque::with_capacity(ALERTS_CAPACITY))),
         }
     }
 
-    /// Never blocks; with no reader the event is dropped.
+    /// Never blocks; with no reader the event is dropped (alerts are still kept).
     pub fn publish(&self, event: Event) {
         self.published.fetch_add(1, Ordering::Relaxed);
+        if let Event::Alert(a) = &event {
+            let mut alerts = self.alerts.lock();
+            if alerts.len() >= ALERTS_CAPACITY {
+                alerts.pop_front();
+            }
+            alerts.push_back(a.clone());
+        }
         let _ = self.tx.send(event);
     }
 
@@ -205,6 +221,11 @@ impl Bus {
     /// Live readers (streams, tray, notifications): a leak check for the UI streams.
     pub fn receivers(&self) -> usize {
         self.tx.receiver_count()
+    }
+
+    /// Recent alerts of every component, newest last.
+    pub fn recent_alerts(&self) -> Vec<Alert> {
+        self.alerts.lock().iter().cloned().collect()
     }
 
     pub fn lagged_total(&self) -> u64 {

@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn alerts(State(s): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "alerts": s.monitor.alerts() }))
+    axum::Json(json!({ "alerts": s.bus.recent_alerts() }))
 }
 
 /// Everything a live stream owns; dropping it releases all of it.

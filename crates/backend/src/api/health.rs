@@ -28,8 +28,12 @@ fn mb(bytes: u64) -> String {
 }
 
 async fn health(State(s): State<AppState>) -> axum::Json<Value> {
-    let sample = s.monitor.latest();
-    let up = sample.upstream;
+    // The upstream state is a live read of the pool's last outcome (no I/O), so an outage
+    // shows at once rather than at the next sample.
+    let up = match &s.upstream {
+        Some(u) => u.figures(),
+        None => s.monitor.latest().upstream,
+    };
     let status = match (up.state, s.monitor.level()) {
         (UpstreamState::Offline, _) => "offline",
         (_, crate::monitor::Level::Ok) => "ok",
@@ -66,7 +70,7 @@ async fn connections(State(s): State<AppState>) -> axum::Json<Value> {
     {
         obj.extend(extra);
     }
-    let subs = s.monitor.latest().subscriptions;
+    let subs = serde_json::to_value(s.subscriptions.stats()).unwrap_or(Value::Null);
     let uptime = s.started.elapsed().as_secs();
     // The memo's heap figures map to the allocator: heapUsed = allocated, heapTotal = resident.
     axum::Json(json!({
@@ -87,13 +91,7 @@ async fn connections(State(s): State<AppState>) -> axum::Json<Value> {
             },
         },
         "connectionPool": pool_json,
-        "subscriptions": {
-            "total": subs.total,
-            "active": subs.active,
-            "persistent": subs.persistent,
-            "capacity": subs.capacity,
-            "failed": subs.failed,
-        },
+        "subscriptions": subs,
         "uptime": format!("{} minutes", (uptime as f64 / 60.0).round() as u64),
         "uptime_s": uptime,
     }))
@@ -264,42 +262,13 @@ async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
         "Latency of the last upstream answer.",
         up.latency_ms.unwrap_or(0.0) / 1000.0,
     );
-    let subs = sample.subscriptions;
-    metric(
-        &mut out,
-        "collisionos_subscriptions_total",
-        "gauge",
-        "Managed realtime subscriptions.",
-        subs.total as f64,
-    );
-    metric(
-        &mut out,
-        "collisionos_subscriptions_active",
-        "gauge",
-        "Subscriptions with activity in the last minute.",
-        subs.active as f64,
-    );
-    metric(
-        &mut out,
-        "collisionos_subscriptions_persistent",
-        "gauge",
-        "Persistent subscriptions.",
-        subs.persistent as f64,
-    );
-    metric(
-        &mut out,
-        "collisionos_subscriptions_capacity",
-        "gauge",
-        "Subscription cap.",
-        subs.capacity as f64,
-    );
-    metric(
-        &mut out,
-        "collisionos_subscriptions_failed",
-        "gauge",
-        "Subscriptions that gave up after their retries.",
-        subs.failed as f64,
-    );
+    let subs = s.subscriptions.stats();
+    if let Ok(Value::Object(fields)) = serde_json::to_value(&subs) {
+        render_fields(&mut out, "collisionos_subscriptions_", &fields);
+        if let Some(Value::Object(socket)) = fields.get("socket") {
+            render_fields(&mut out, "collisionos_realtime_", socket);
+        }
+    }
     metric(
         &mut out,
         "collisionos_bus_capacity",
@@ -343,4 +312,37 @@ async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// Renders the numeric fields of a stats object: `fooTotal`/`foo_total` as counters, the rest
+/// as gauges, names in snake case under `prefix`.
+fn render_fields(out: &mut String, prefix: &str, fields: &serde_json::Map<String, Value>) {
+    for (k, v) in fields {
+        let value = match v {
+            Value::Number(n) => n.as_f64().unwrap_or(0.0),
+            Value::Bool(b) => f64::from(u8::from(*b)),
+            _ => continue,
+        };
+        let mut name = String::from(prefix);
+        for c in k.chars() {
+            if c.is_ascii_uppercase() {
+                name.push('_');
+                name.push(c.to_ascii_lowercase());
+            } else {
+                name.push(c);
+            }
+        }
+        let kind = if name.ends_with("_total") && !name.ends_with("subscriptions_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        metric(
+            out,
+            &name,
+            kind,
+            &format!("{k} (see /api/subscriptions)."),
+            value,
+        );
+    }
 }

@@ -33,6 +33,7 @@ pub use error::ApiError;
 use crate::config::{Config, Secret};
 use crate::events::Bus;
 use crate::monitor::Monitor;
+use crate::subscriptions::SubscriptionManager;
 use crate::upstream::Upstream;
 
 /// What every handler can reach. Cheap to clone.
@@ -45,6 +46,7 @@ pub struct Shared {
     pub monitor: Monitor,
     /// `None` in local-only mode (no `SUPABASE_URL`).
     pub upstream: Option<Upstream>,
+    pub subscriptions: SubscriptionManager,
     pub bus: Bus,
     pub token: Secret,
     pub http: metrics::HttpMetrics,
@@ -85,11 +87,14 @@ pub fn router(state: AppState, ui_dir: Option<PathBuf>) -> Router {
         .merge(events::routes())
         .merge(records::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let subs = subscriptions::router(state.subscriptions.clone())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
 
     let mut app = Router::new()
         .merge(open)
         .merge(protected)
         .with_state(state.clone())
+        .merge(subs)
         .route_layer(middleware::from_fn(tag_route))
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -47,8 +47,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const RING_CAPACITY: usize = 3600;
 /// Check points kept, as in the memo (`maxHistorySize`).
 pub const HISTORY_CAPACITY: usize = 60;
-/// Alerts kept for `GET /api/alerts`.
-pub const ALERTS_CAPACITY: usize = 200;
+pub use crate::events::ALERTS_CAPACITY;
 /// The slope looks back this far over the ring (or over what the ring holds, if less).
 const SLOPE_WINDOW_MS: u64 = 3_600_000;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -151,8 +150,8 @@ struct Shared {
     /// Bounded: capacity reserved once, `pop_front` before every push when full.
     ring: Mutex<VecDeque<HealthSample>>,
     checks: Mutex<Checks>,
-    /// Bounded at [`ALERTS_CAPACITY`], newest last.
-    alerts: Mutex<VecDeque<Alert>>,
+    /// Holds the alert history (every component's alerts, bounded).
+    bus: Bus,
 }
 
 /// State of the memo's check.
@@ -226,7 +225,7 @@ impl Monitor {
                 threshold_gate: Gate::default(),
                 leak_gate: Gate::default(),
             }),
-            alerts: Mutex::new(VecDeque::with_capacity(ALERTS_CAPACITY)),
+            bus: bus.clone(),
         });
         bus.publish(Event::Sample(first));
 
@@ -276,7 +275,7 @@ impl Monitor {
 
     /// Recent alerts, newest last (at most [`ALERTS_CAPACITY`]).
     pub fn alerts(&self) -> Vec<Alert> {
-        self.shared.alerts.lock().iter().cloned().collect()
+        self.shared.bus.recent_alerts()
     }
 
     /// Level for the tray, as of the last check.
@@ -449,13 +448,7 @@ impl Task {
             AlertLevel::Critical => tracing::error!(value = alert.value, "{}", alert.message),
             _ => tracing::warn!(value = alert.value, "{}", alert.message),
         }
-        {
-            let mut alerts = self.shared.alerts.lock();
-            if alerts.len() >= ALERTS_CAPACITY {
-                alerts.pop_front();
-            }
-            alerts.push_back(alert.clone());
-        }
+        // The bus keeps the bounded alert history for every component.
         self.bus.publish(Event::Alert(alert));
     }
 }
