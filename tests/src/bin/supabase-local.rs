@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use collisionos_tests::realtime::StandIn;
 use collisionos_tests::stack::{GatewayOptions, Stack, StackOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -59,6 +60,9 @@ async fn run(args: Args) -> Result<()> {
         _ = interrupt.recv() => return stop_while_starting(starting).await,
         _ = terminate.recv() => return stop_while_starting(starting).await,
     };
+    // Realtime at /realtime/v1/websocket, from the same Postgres, as on Supabase.
+    let realtime = StandIn::start(&stack.db_url, &stack.jwt_secret).await?;
+    stack.mount_realtime(realtime.router());
     if args.seed {
         stack.seed_demo().await?;
     }
@@ -70,7 +74,7 @@ async fn run(args: Args) -> Result<()> {
     let written = write_env(&args.env_file, &env);
     print!("{env}");
     println!(
-        "# local Supabase ready in {} ms; REST {}/rest/v1, stats {}/__stack/stats; Ctrl-C stops it",
+        "# local Supabase ready in {} ms; REST {}/rest/v1, Realtime /realtime/v1/websocket, stats {}/__stack/stats; Ctrl-C stops it",
         started.elapsed().as_millis(),
         stack.url,
         stack.url
@@ -85,6 +89,7 @@ async fn run(args: Args) -> Result<()> {
         _ = terminate.recv() => {}
     }
     eprintln!("stopping the local Supabase");
+    realtime.shutdown().await;
     stack.shutdown().await;
     if written.is_ok() {
         let _ = std::fs::remove_file(&args.env_file);
