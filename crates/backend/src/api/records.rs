@@ -4,7 +4,8 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use collisionos_supabase::rest::{Cond, Count, OrGroup, Order, escape_like};
 use serde::Deserialize;
@@ -59,7 +60,7 @@ fn query(
 async fn list_customers(
     State(s): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let limit = int_param("limit", q.limit.as_deref(), 50, 1, 200)?;
     let offset = int_param("offset", q.offset.as_deref(), 0, 0, 1_000_000)?;
@@ -94,16 +95,25 @@ async fn list_customers(
                     .cond(Cond::ilike("last_name", pattern.as_str()))
                     .cond(Cond::ilike("email", pattern.as_str())));
             }
-            sel.execute::<Value>().await
+            sel.execute_raw().await
         })
         .await?;
-    Ok(axum::Json(json!({
-        "data": page.rows,
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-        "source": "supabase",
-    })))
+    let tail =
+        json!({ "total": page.total, "limit": limit, "offset": offset, "source": "supabase" });
+    Ok(rows_response(&page.rows, &tail))
+}
+
+/// `{"data": <rows as PostgREST sent them>, ...tail}`: rows pass through without a parse and
+/// re-serialisation (the list routes' hot path).
+fn rows_response(rows: &[u8], tail: &Value) -> Response {
+    let tail = tail.to_string();
+    let mut body = Vec::with_capacity(rows.len() + tail.len() + 10);
+    body.extend_from_slice(b"{\"data\":");
+    body.extend_from_slice(rows);
+    body.push(b',');
+    // `tail` is a JSON object: splice its members after `data`.
+    body.extend_from_slice(&tail.as_bytes()[1..]);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -231,7 +241,7 @@ async fn create_customer(
 async fn list_jobs(
     State(s): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let limit = int_param("limit", q.limit.as_deref(), 100, 1, 500)?;
     let status = q.status.filter(|v| !v.is_empty());
@@ -255,11 +265,12 @@ async fn list_jobs(
             if let Some(st) = &status {
                 sel = sel.eq("status", st.as_str());
             }
-            sel.execute::<Value>().await
+            sel.execute_raw().await
         })
         .await?;
-    Ok(axum::Json(
-        json!({ "data": page.rows, "total": page.total, "source": "supabase" }),
+    Ok(rows_response(
+        &page.rows,
+        &json!({ "total": page.total, "source": "supabase" }),
     ))
 }
 

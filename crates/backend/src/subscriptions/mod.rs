@@ -667,6 +667,13 @@ impl Inner {
 
     /// Cancels an entry already removed from the map and waits for its task (which leaves).
     async fn stop(&self, id: &str, entry: Entry, why: &str) {
+        {
+            // Give back the table after a burst, as the map never shrinks by itself.
+            let mut subs = self.subs.lock();
+            if subs.capacity() > 64 && subs.len() < subs.capacity() / 4 {
+                subs.shrink_to_fit();
+            }
+        }
         entry.cancel.cancel();
         if let Some(task) = entry.task {
             let _ = task.await;

@@ -574,6 +574,10 @@ impl Actor {
         let Some(ch) = self.channels.remove(topic) else {
             return;
         };
+        // Give back the table after a burst (e.g. 1,000 channels then none).
+        if self.channels.capacity() > 64 && self.channels.len() < self.channels.capacity() / 4 {
+            self.channels.shrink_to_fit();
+        }
         self.sync_count();
         if leave && let Some(join_ref) = ch.join_ref.clone() {
             let frame = Frame {

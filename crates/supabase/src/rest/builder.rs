@@ -18,6 +18,16 @@ pub struct Page<T> {
     pub total: Option<u64>,
 }
 
+/// A page of rows as the JSON array text PostgREST sent, for callers that pass rows through
+/// unchanged (no parse, no re-serialisation on the hot path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPage {
+    /// A JSON array (`[]` when there were no rows).
+    pub rows: bytes::Bytes,
+    /// From `Content-Range`; `None` unless counted.
+    pub total: Option<u64>,
+}
+
 /// Sort direction and where NULLs go; both are always sent, so nothing depends on defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Order {
@@ -463,6 +473,28 @@ impl Select {
         self.cardinality = Cardinality::MaybeOne;
         let call = self.call()?;
         opt(&self.q.client, call).await
+    }
+
+    /// Runs a many-row query and returns the rows as PostgREST's JSON text. Only the outer
+    /// shape is checked (an array), so a corrupt answer is still a `Decode` error.
+    pub async fn execute_raw(mut self) -> Result<RawPage, RestError> {
+        self.cardinality = Cardinality::Many;
+        let call = self.call()?;
+        let answer = self.q.client.send(call).await?;
+        let text = answer.body.trim_ascii();
+        if text.is_empty() {
+            return Ok(RawPage {
+                rows: bytes::Bytes::from_static(b"[]"),
+                total: answer.total,
+            });
+        }
+        if !(text.starts_with(b"[") && text.ends_with(b"]")) {
+            return Err(RestError::Decode("expected a JSON array of rows".into()));
+        }
+        Ok(RawPage {
+            rows: answer.body,
+            total: answer.total,
+        })
     }
 }
 

@@ -32,7 +32,7 @@ use reqwest::Method;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-pub use builder::{Count, Delete, Insert, Order, Page, Select, Table, Update, Upsert};
+pub use builder::{Count, Delete, Insert, Order, Page, RawPage, Select, Table, Update, Upsert};
 pub use error::RestError;
 pub use filter::{Cond, IsValue, OrGroup, Value, escape_like};
 
