@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev build-essential pkg-config
-  xvfb xauth webkit2gtk-driver dbus python3-dbus python3-gi imagemagick procps rpm)
+  xvfb xauth webkit2gtk-driver dbus python3-dbus python3-gi python3-xlib imagemagick procps rpm)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -88,6 +88,7 @@ pub fn run(
         )
     };
     let api = webview::api_base(addr);
+    let signals = Signals::register(runtime)?;
 
     let mut context = tauri::generate_context!();
     let csp = webview::csp_for(context.config().app.security.csp.clone(), &api);
@@ -111,7 +112,7 @@ pub fn run(
         .plugin(tauri_plugin_notification::init())
         .setup(move |app| {
             // Errors here would make Tauri panic: record them and exit instead.
-            if let Err(e) = start(app.handle(), &setup_shell, config, listener, &api) {
+            if let Err(e) = start(app.handle(), &setup_shell, config, listener, &api, signals) {
                 *lock(&setup_shell.start_error) = Some(format!("{e:#}"));
                 setup_shell.exiting.store(true, Ordering::SeqCst);
                 app.handle().exit(crate::EXIT_START as i32);
@@ -165,6 +166,7 @@ fn start(
     config: Config,
     listener: Option<std::net::TcpListener>,
     api: &str,
+    signals: Signals,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let backend = tauri::async_runtime::block_on(Backend::start(
@@ -216,7 +218,7 @@ fn start(
     let followers = vec![
         tauri::async_runtime::spawn(follow_health(tray, shell.clone(), bus.clone(), level)),
         tauri::async_runtime::spawn(notify_alerts(app.clone(), bus)),
-        tauri::async_runtime::spawn(quit_on_signal(app.clone())),
+        tauri::async_runtime::spawn(quit_on_signal(app.clone(), signals)),
     ];
     lock(&shell.followers).extend(followers);
     Ok(())
@@ -282,25 +284,43 @@ async fn notify_alerts(app: AppHandle, bus: Bus) {
     }
 }
 
-/// SIGINT and SIGTERM (Ctrl-C, logout, `kill`) take the same exit path as Quit.
-async fn quit_on_signal(app: AppHandle) {
+/// SIGINT and SIGTERM (Ctrl-C, logout, `kill`), registered before anything starts so that no
+/// signal can kill the process between the backend's start and the exit path being ready.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!("cannot listen for SIGTERM/SIGINT");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
+        let _in_runtime = runtime.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+}
+
+/// A signal takes the same exit path as Quit.
+async fn quit_on_signal(app: AppHandle, mut signals: Signals) {
+    #[cfg(unix)]
+    tokio::select! {
+        _ = signals.term.recv() => tracing::info!("SIGTERM"),
+        _ = signals.int.recv() => tracing::info!("SIGINT"),
     }
     #[cfg(not(unix))]
     {
+        let _ = &mut signals;
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }

@@ -30,6 +30,10 @@ pub fn is_app_url(url: &Url) -> bool {
 
 /// Runs before the page's own scripts in the main window: hands over the API address and token
 /// as read-only globals, and only on the app's own origin and top frame.
+///
+/// It also repairs `navigator.language` under a C/POSIX locale: WebKitGTK then reports "C",
+/// which is no language tag, and `Intl` (uPlot formats numbers with it when it loads) throws
+/// a `RangeError` that leaves the window blank.
 pub fn init_script(api: &str, token: &str) -> String {
     // serde_json writes valid JS string literals (quotes, backslashes, U+2028 escaped).
     let api = serde_json::Value::from(api);
@@ -40,6 +44,12 @@ pub fn init_script(api: &str, token: &str) -> String {
   if (!ours || window.top !== window.self) return;
   Object.defineProperty(window, "__COLLISIONOS_API__", {{ value: {api} }});
   Object.defineProperty(window, "__COLLISIONOS_TOKEN__", {{ value: {token} }});
+  try {{
+    new Intl.NumberFormat(navigator.language);
+  }} catch (e) {{
+    Object.defineProperty(Navigator.prototype, "language", {{ get: function () {{ return "en-US"; }} }});
+    Object.defineProperty(Navigator.prototype, "languages", {{ get: function () {{ return ["en-US"]; }} }});
+  }}
 }})();"#
     )
 }
@@ -139,6 +149,7 @@ mod tests {
         assert!(s.contains(r#"{ value: "http://127.0.0.1:3002" }"#), "{s}");
         assert!(s.contains(r#"{ value: "abc\"</script>\\" }"#), "{s}");
         assert!(s.contains(r#"location.protocol === "tauri:""#));
+        assert!(s.contains("new Intl.NumberFormat(navigator.language)"));
     }
 
     #[test]
