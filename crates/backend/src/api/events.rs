@@ -65,7 +65,7 @@ impl Drop for StreamSubscription {
 struct StreamState {
     rx: BusReceiver,
     _permit: OwnedSemaphorePermit,
-    _subscription: Option<StreamSubscription>,
+    subscription: Option<StreamSubscription>,
     shutdown: tokio_util::sync::CancellationToken,
     first: Option<Event>,
 }
@@ -124,7 +124,7 @@ async fn stream(
     let state = StreamState {
         rx,
         _permit: permit,
-        _subscription: subscription,
+        subscription: subscription,
         shutdown: s.http_shutdown.clone(),
         // The newest sample first, so a fresh page shows figures before the next tick.
         first: Some(Event::Sample(s.monitor.latest())),
@@ -136,7 +136,13 @@ async fn stream(
         tokio::select! {
             // Shutdown ends the stream so the server can drain.
             () = st.shutdown.cancelled() => None,
-            e = st.rx.recv() => e.map(|e| (Ok(to_sse(&e)), st)),
+            e = st.rx.recv() => e.map(|e| {
+                // A watched subscription is active: the once-a-second sample renews its TTL.
+                if let (Event::Sample(_), Some(sub)) = (&e, &st.subscription) {
+                    sub.manager.mark_activity(&sub.id);
+                }
+                (Ok(to_sse(&e)), st)
+            }),
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
