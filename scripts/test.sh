@@ -32,7 +32,8 @@ cargo clippy --all-targets -q -- -D warnings
 (cd ui && npm run --silent check && npm run --silent lint)
 
 say "2/5 Rust tests (unit + against the local Supabase stack)"
-cargo nextest run --workspace --no-fail-fast --profile ci
+cargo nextest run --no-fail-fast --profile ci
+[ -n "${SKIP_DESKTOP:-}" ] || cargo nextest run -p collisionos-desktop --no-fail-fast --profile ci --no-tests=pass
 
 say "4/5 UI end-to-end (Playwright + Chromium against the headless backend)"
 scripts/ui-e2e.sh
