@@ -346,8 +346,28 @@ async function scenarioNoDisplay() {
   check(!out.includes('panicked'), 'without a panic trace', out.slice(-300));
 }
 
+async function scenarioPortTaken() {
+  console.log('scenario: the port is taken by another program');
+  const { createServer } = await import('node:net');
+  const blocker = createServer();
+  await new Promise((r) => blocker.listen(0, '127.0.0.1', r));
+  const port = blocker.address().port;
+  const r = spawnSync(APP, [], {
+    env: { ...process.env, PORT: String(port), COLLISIONOS_DATA_DIR: join(RUN_DIR, 'port-taken') },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  blocker.close();
+  const out = `${r.stdout}${r.stderr}`.replace(/\x1b\[[0-9;]*m/g, '');
+  check(r.status === 1, 'the app exits with code 1', `status ${r.status} signal ${r.signal}`);
+  check(out.includes('could not start') && out.includes(`127.0.0.1:${port}`),
+    'and says it cannot listen on that address', out.slice(-400));
+  check(!out.includes('panicked'), 'without a panic trace', out.slice(-400));
+  check(pgrep(`^${APP}`).length === 0, 'and leaves no process');
+}
+
 async function main() {
-  const scenarios = (process.env.SCENARIOS ? process.env.SCENARIOS.split(",").map((n) => ({ nodisplay: scenarioNoDisplay, main: scenarioMain, alerts: scenarioAlerts, tray: scenarioCloseToTray, signal: scenarioSignal })[n]) : [scenarioNoDisplay, scenarioMain, scenarioAlerts, scenarioCloseToTray, scenarioSignal]);
+  const scenarios = (process.env.SCENARIOS ? process.env.SCENARIOS.split(",").map((n) => ({ nodisplay: scenarioNoDisplay, main: scenarioMain, alerts: scenarioAlerts, tray: scenarioCloseToTray, signal: scenarioSignal, port: scenarioPortTaken })[n]) : [scenarioNoDisplay, scenarioPortTaken, scenarioMain, scenarioAlerts, scenarioCloseToTray, scenarioSignal]);
   for (const s of scenarios) {
     try {
       await s();

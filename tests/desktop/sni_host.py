@@ -282,37 +282,23 @@ def mapped(title):
 
 
 def close(title):
-    from Xlib import X, display, protocol
+    from Xlib import X, protocol
 
-    d = display.Display()
+    d, found = x_windows(title)
     wm_protocols = d.intern_atom("WM_PROTOCOLS")
     wm_delete = d.intern_atom("WM_DELETE_WINDOW")
-    net_wm_name = d.intern_atom("_NET_WM_NAME")
-    utf8 = d.intern_atom("UTF8_STRING")
-
-    def name(w):
-        prop = w.get_full_property(net_wm_name, utf8)
-        if prop is not None:
-            value = prop.value
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        return w.get_wm_name() or ""
-
-    def walk(w):
-        yield w
-        for child in w.query_tree().children:
-            yield from walk(child)
-
-    for w in walk(d.screen().root):
+    for w, name in found:
         try:
-            if title in name(w) and wm_delete in (w.get_wm_protocols() or []):
-                event = protocol.event.ClientMessage(
-                    window=w, client_type=wm_protocols, data=(32, [wm_delete, X.CurrentTime, 0, 0, 0]))
-                w.send_event(event, event_mask=X.NoEventMask)
-                d.flush()
-                print(json.dumps({"closed": name(w), "window": w.id}))
-                return
-        except Exception:  # windows come and go while we walk
+            if wm_delete not in (w.get_wm_protocols() or []):
+                continue
+            event = protocol.event.ClientMessage(
+                window=w, client_type=wm_protocols, data=(32, [wm_delete, X.CurrentTime, 0, 0, 0]))
+            w.send_event(event, event_mask=X.NoEventMask)
+            d.flush()
+        except Exception:  # gone meanwhile
             continue
+        print(json.dumps({"closed": name, "window": w.id}))
+        return
     sys.exit(f"no window titled like {title!r}")
 
 
