@@ -200,7 +200,7 @@ fn start(
         .find(|w| w.label == MAIN)
         .cloned()
         .context("tauri.conf.json has no `main` window")?;
-    WebviewWindowBuilder::from_config(app, &window_config)?
+    let window = WebviewWindowBuilder::from_config(app, &window_config)?
         .initialization_script(webview::init_script(api, &token))
         .on_navigation(|url| {
             let ours = webview::is_app_url(url);
@@ -211,6 +211,12 @@ fn start(
         })
         .build()
         .context("cannot open the window")?;
+    #[cfg(target_os = "linux")]
+    if !shell.settings.gpu_compositing {
+        window.with_webview(webview::software_compositing)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = window;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "window created");
 
     let tray =

@@ -54,6 +54,20 @@ pub fn init_script(api: &str, token: &str) -> String {
     )
 }
 
+/// Draws the page without OpenGL compositing (`COLLISIONOS_GPU_COMPOSITING=false`, the
+/// default): see `settings::GPU_COMPOSITING` for why. Runs on the main thread right after the
+/// window is created, before the page has laid anything out.
+#[cfg(target_os = "linux")]
+pub fn software_compositing(webview: tauri::webview::PlatformWebview) {
+    use webkit2gtk::{HardwareAccelerationPolicy, SettingsExt, WebViewExt};
+    match WebViewExt::settings(&webview.inner()) {
+        Some(settings) => {
+            settings.set_hardware_acceleration_policy(HardwareAccelerationPolicy::Never)
+        }
+        None => tracing::warn!("the webview has no settings; compositing left as it is"),
+    }
+}
+
 /// The configured policy with `connect-src` narrowed to the backend's real port: loopback
 /// origins for other ports are dropped, everything else in the directive is kept.
 pub fn csp_for(configured: Option<Csp>, api: &str) -> Csp {

@@ -303,7 +303,7 @@ async function scenarioCloseToTray() {
   try {
     await healthView(browser, 'tray');
     check(viewable() === 1, 'the window is on screen');
-    host('close', 'CollisionOS Monitor');
+    console.log(`       ${host('close', 'CollisionOS Monitor').trim()}`);
     await until('the window to hide', () => viewable() === 0, 10_000).catch(() => null);
     check(viewable() === 0, 'closing the window hides it');
     await sleep(2000);

@@ -289,6 +289,9 @@ def close(title):
     wm_delete = d.intern_atom("WM_DELETE_WINDOW")
     for w, name in found:
         try:
+            # The window on screen, as a window manager would close it (not a hidden helper).
+            if w.get_attributes().map_state != X.IsViewable:
+                continue
             if wm_delete not in (w.get_wm_protocols() or []):
                 continue
             event = protocol.event.ClientMessage(
