@@ -20,7 +20,7 @@ for _ in $(seq 1 240); do [ -f "$work/.stack/env" ] && break; sleep 0.5; done
 set -a; source "$work/.stack/env"; set +a
 LOG_LEVEL=warn start_backend
 auth=(-H "Authorization: Bearer $TOKEN")
-figure() { curl -fs "$BACKEND_URL/api/health/connections" | python3 -c 'import json,sys; b=json.load(sys.stdin)["memory"]["bytes"]; print(f"rss={b["rss"]/1048576:.1f}MB allocated={b["allocated"]/1048576:.2f}MB")'; }
+figure() { curl -fs "$BACKEND_URL/api/health/connections" | python3 -c 'import json,sys; b=json.load(sys.stdin)["memory"]["bytes"]; print("rss=%.1fMB allocated=%.2fMB" % (b["rss"]/1048576, b["allocated"]/1048576))'; }
 sleep 10
 say "start: $(figure)"
 cat >"$work/mix.lua" <<'LUA'
