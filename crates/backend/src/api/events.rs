@@ -124,7 +124,7 @@ async fn stream(
     let state = StreamState {
         rx,
         _permit: permit,
-        subscription: subscription,
+        subscription,
         shutdown: s.http_shutdown.clone(),
         // The newest sample first, so a fresh page shows figures before the next tick.
         first: Some(Event::Sample(s.monitor.latest())),
