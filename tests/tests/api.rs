@@ -55,14 +55,7 @@ async fn health_shapes_in_local_only_mode() {
     assert!(samples.len() >= 2, "{s}");
     assert_eq!(samples[0]["upstream"]["state"], "not_configured");
 
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "collisionos_process_resident_memory_bytes",
         "collisionos_http_requests_total",

@@ -82,6 +82,17 @@ impl App {
         self.get(path).send().await.unwrap().json().await.unwrap()
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn pool(&self) -> serde_json::Value {
         self.json("/api/health/connections").await["connectionPool"].clone()
     }
