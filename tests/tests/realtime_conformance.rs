@@ -1,19 +1,28 @@
 //! The Realtime stand-in held to the official client: `tests/conformance/run.mjs` runs
 //! `@supabase/realtime-js` (Node, `transport: ws`) against the local stack's gateway, subscribes
 //! to `public.jobs`, writes a job through PostgREST, and prints what its callbacks received as
-//! JSON lines; this test checks those lines, for both serializers.
+//! JSON lines; this test checks those lines, for both serializers. Our own Rust client,
+//! subscribed to the same table over the same serializer at the same time, must receive the
+//! same changes.
 //!
 //! Needs `npm ci` in `tests/conformance` (the test script does it). Without `node_modules` the
 //! test is skipped with a message, except under `CI`, where it must run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use collisionos_supabase::realtime::{
+    ChangeEvent, ChannelEvent, ChannelOptions, ClientConfig, PostgresChanges, RealtimeClient,
+    Serializer, StaticToken,
+};
 use collisionos_tests::realtime::StandIn;
 use collisionos_tests::stack::Stack;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
@@ -87,6 +96,50 @@ async fn conformance(vsn: &str) -> Result<()> {
     let rt = StandIn::start(&stack.db_url, &stack.jwt_secret).await?;
     stack.mount_realtime(rt.router());
 
+    // Our client first, subscribed and ready before realtime-js writes anything.
+    let mut config = ClientConfig::for_project(&stack.url.parse()?, &stack.anon_key)?;
+    config.serializer = if vsn == "1.0.0" {
+        Serializer::V1
+    } else {
+        Serializer::V2
+    };
+    let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+    let ours = RealtimeClient::start(
+        config,
+        Arc::new(StaticToken::new(Some(&stack.service_key))),
+        &tracker,
+        cancel.clone(),
+    );
+    let mut channel = ours
+        .channel(
+            "ours",
+            ChannelOptions {
+                postgres_changes: vec![PostgresChanges {
+                    event: ChangeEvent::All,
+                    schema: "public".into(),
+                    table: Some("jobs".into()),
+                    filter: None,
+                }],
+                private: false,
+            },
+        )
+        .await?;
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(30), channel.wait_subscribed()).await?,
+        "our client did not subscribe"
+    );
+    let collector = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(60), channel.next()).await {
+                Ok(Some(ChannelEvent::Change(c))) => got.push(c),
+                Ok(Some(ChannelEvent::Status(_))) => {}
+                _ => break,
+            }
+        }
+        (got, channel)
+    });
+
     let job_id = "8c1c3e4a-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
     let lines = run_script(&stack, vsn, job_id).await?;
     for l in &lines {
@@ -136,7 +189,38 @@ async fn conformance(vsn: &str) -> Result<()> {
     assert_eq!(filtered[0]["eventType"], "UPDATE");
     assert_eq!(filtered[0]["new"], upd["new"]);
 
-    // The client left and disconnected: nothing is left on the server.
+    // Ours received the same three changes: same types, same rows, same timestamps.
+    let (got, channel) = collector.await?;
+    let our_types: Vec<&str> = got.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(our_types, types, "ours: {got:#?}");
+    for (o, js) in got.iter().zip(&all) {
+        assert_eq!(
+            o.commit_timestamp,
+            js["commit_timestamp"].as_str().unwrap_or("")
+        );
+        assert_eq!((o.schema.as_str(), o.table.as_str()), ("public", "jobs"));
+        let field = |row: &Option<Value>, k: &str| {
+            row.as_ref().map(|r| r[k].clone()).unwrap_or(Value::Null)
+        };
+        for k in ["id", "ro_number", "status"] {
+            let js_new = js["new"].get(k).cloned().unwrap_or(Value::Null);
+            let js_old = js["old"].get(k).cloned().unwrap_or(Value::Null);
+            assert_eq!(field(&o.record, k), js_new, "{k} of {} record", o.kind);
+            assert_eq!(
+                field(&o.old_record, k),
+                js_old,
+                "{k} of {} old_record",
+                o.kind
+            );
+        }
+    }
+    channel.leave().await;
+    ours.close().await;
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await?;
+
+    // Both clients left and disconnected: nothing is left on the server.
     let done = lines.last().context("a done line")?;
     assert_eq!(done["removed"], "ok");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,7 +235,7 @@ async fn conformance(vsn: &str) -> Result<()> {
             stats.leaves_total,
             stats.changes_sent_total
         ),
-        (1, 1, 3)
+        (2, 2, 6)
     );
     rt.shutdown().await;
     stack.shutdown().await;
