@@ -53,6 +53,8 @@ npm_ci() {
 BUILD_PKGS=(build-essential pkg-config ca-certificates curl git)
 # The desktop shell (Tauri 2 on WebKitGTK 4.1) and its tray.
 DESKTOP_PKGS=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev)
+# The desktop end-to-end test: a private session bus for the tray, X for screenshots.
+DESKTOP_TEST_PKGS=(dbus python3-dbus python3-gi python3-xlib procps)
 # Tests: the local Supabase stack, browsers, the desktop driver and screenshots.
 TEST_PKGS=(postgresql-15 postgresql-15-wal2json chromium chromium-driver xvfb xauth webkit2gtk-driver imagemagick)
 

@@ -6,7 +6,7 @@
 #   3. the official realtime-js client against the stand-in (inside step 2);
 #   4. Playwright (Debian's Chromium) against the headless backend;
 #   5. the desktop app under Xvfb through tauri-driver and WebKitWebDriver.
-# Set SKIP_DESKTOP=1 to skip step 5 (it builds WebKit bindings: the longest step).
+# Set SKIP_DESKTOP=1 to skip step 5 (a release WebKit build and the .deb: the longest step).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 started=$(date +%s)
@@ -14,7 +14,7 @@ export CI=${CI:-}
 
 say "checking system packages"
 apt_ensure "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
-[ -n "${SKIP_DESKTOP:-}" ] || apt_ensure "${DESKTOP_PKGS[@]}"
+[ -n "${SKIP_DESKTOP:-}" ] || apt_ensure "${DESKTOP_PKGS[@]}" "${DESKTOP_TEST_PKGS[@]}"
 ensure_node
 command -v cargo-nextest >/dev/null || cargo_tool cargo-nextest cargo-nextest
 cargo_tool postrust postrust-server $POSTRUST_VERSION
@@ -39,7 +39,11 @@ say "4/5 UI end-to-end (Playwright + Chromium against the headless backend)"
 scripts/ui-e2e.sh
 
 if [ -z "${SKIP_DESKTOP:-}" ]; then
-  say "5/5 desktop end-to-end (Xvfb + tauri-driver + WebKitWebDriver)"
-  tests/desktop/run.sh
+  say "5/5 the installer and the desktop end-to-end test (Xvfb + tauri-driver + WebKitWebDriver)"
+  # Release build and .deb through the Tauri CLI (offline), then the built app is driven.
+  scripts/desktop-build.sh
+  deb=$(ls target/desktop/release/bundle/deb/*.deb)
+  say "built $(basename "$deb") ($(du -k "$deb" | cut -f1) KB); its Depends: $(dpkg-deb -f "$deb" Depends)"
+  tests/desktop/run.sh target/desktop/release/collisionos-desktop
 fi
 say "all tests passed in $(( $(date +%s) - started )) s"
