@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use collisionos::config::Config;
-use collisionos::events::{Bus, Event};
+use collisionos::events::{Alert, Bus, BusReceiver, Event};
 use collisionos::{Backend, BackendHandle, HealthLevel, StartOptions};
 use tauri::{AppHandle, Manager, RunEvent, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_notification::NotificationExt;
@@ -185,6 +185,10 @@ fn start(
     let token = backend.api_token().to_string();
     let level = backend.status();
     let bus = backend.bus().clone();
+    // Subscribed before reading what start-up raised already, so no alert falls in between (one
+    // seen twice is held back by the rate limit).
+    let alerts = bus.subscribe();
+    let raised_at_start = backend.monitor().alerts();
     *lock(&shell.backend) = Some(backend);
     tracing::info!(
         api,
@@ -223,7 +227,7 @@ fn start(
         tray::build(app, level, show_main, request_quit).context("cannot create the tray icon")?;
     let followers = vec![
         tauri::async_runtime::spawn(follow_health(tray, shell.clone(), bus.clone(), level)),
-        tauri::async_runtime::spawn(notify_alerts(app.clone(), bus)),
+        tauri::async_runtime::spawn(notify_alerts(app.clone(), alerts, raised_at_start)),
         tauri::async_runtime::spawn(quit_on_signal(app.clone(), signals)),
     ];
     lock(&shell.followers).extend(followers);
@@ -268,25 +272,33 @@ async fn follow_health(
     }
 }
 
-/// Turns alerts into desktop notifications, rate-limited per kind.
-async fn notify_alerts(app: AppHandle, bus: Bus) {
-    let mut events = bus.subscribe();
+/// Turns alerts into desktop notifications, rate-limited per kind: first those raised while the
+/// backend started, then every new one.
+async fn notify_alerts(app: AppHandle, mut events: BusReceiver, raised_at_start: Vec<Alert>) {
     let mut limit = RateLimit::default();
+    for alert in &raised_at_start {
+        show_notice(&app, &mut limit, alert);
+    }
     while let Some(event) = events.recv().await {
-        let Event::Alert(alert) = event else { continue };
-        let Some(notice) = notify::notice(&mut limit, &alert, Instant::now()) else {
-            continue;
-        };
-        tracing::info!(kind = ?notice.kind, "desktop notification");
-        if let Err(e) = app
-            .notification()
-            .builder()
-            .title(notice.title)
-            .body(notice.body)
-            .show()
-        {
-            tracing::warn!("cannot show a notification: {e}");
+        if let Event::Alert(alert) = event {
+            show_notice(&app, &mut limit, &alert);
         }
+    }
+}
+
+fn show_notice(app: &AppHandle, limit: &mut RateLimit, alert: &Alert) {
+    let Some(notice) = notify::notice(limit, alert, Instant::now()) else {
+        return;
+    };
+    tracing::info!(kind = ?notice.kind, "desktop notification");
+    if let Err(e) = app
+        .notification()
+        .builder()
+        .title(notice.title)
+        .body(notice.body)
+        .show()
+    {
+        tracing::warn!("cannot show a notification: {e}");
     }
 }
 

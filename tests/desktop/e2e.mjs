@@ -65,13 +65,29 @@ function pgrep(pattern) {
     return []; // exit 1: nothing matched
   }
 }
-// The app itself and the WebKit processes it spawns (WebKitWebDriver is the driver, not the app).
-const leftovers = () => ({
+/** The app (pid from the wrapper) and the processes under it, WebKit's web and network
+ *  processes among them. Taken while it runs: after the exit they would be orphans, and other
+ *  WebKit programs on the machine must not count. */
+function processTree(files) {
+  const root = readFileSync(files.pidFile, 'utf8').trim();
+  const rows = execFileSync('ps', ['-e', '-o', 'pid=,ppid=,comm='], { encoding: 'utf8' })
+    .trim().split('\n').map((l) => l.trim().split(/\s+/));
+  const inside = new Set([root]);
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const [pid, ppid] of rows) {
+      if (inside.has(ppid) && !inside.has(pid)) { inside.add(pid); changed = true; }
+    }
+  }
+  const children = rows.filter(([pid]) => inside.has(pid) && pid !== root).map(([pid, , comm]) => ({ pid, comm }));
+  return { root, children };
+}
+const alive = (pid) => existsSync(`/proc/${pid}`);
+const leftovers = (tree) => ({
   app: pgrep(`^${APP}`),
-  web: pgrep('WebKitWebProcess'),
-  network: pgrep('WebKitNetworkProcess'),
+  tree: [tree?.root, ...(tree?.children ?? []).map((c) => c.pid)].filter((p) => p && alive(p)),
 });
-const noneLeft = (l) => l.app.length + l.web.length + l.network.length === 0;
+const noneLeft = (l) => l.app.length + l.tree.length === 0;
 
 const near = (rgb, want, tol = 12) => rgb && want.every((c, i) => Math.abs(rgb[i] - c) <= tol);
 const GREEN = [0x16, 0xa3, 0x4a];
@@ -139,13 +155,22 @@ async function endSession(browser) {
   }
 }
 
-async function assertCleanExit(files, how) {
+/** Call before asking the app to quit: what must be gone afterwards. */
+function beforeQuit(files, how) {
+  const tree = processTree(files);
+  const comms = tree.children.map((c) => c.comm);
+  check(comms.some((c) => c.startsWith('WebKitWebProces')) && comms.some((c) => c.startsWith('WebKitNetworkP')),
+    `${how}: the app runs its WebKit web and network processes`, JSON.stringify(tree.children));
+  return tree;
+}
+
+async function assertCleanExit(files, how, tree) {
   const code = await waitForExit(files);
   check(code === 0, `${how}: the app exits with code 0`, `code ${code}`);
   const left = await until('no app or WebKit process', async () => {
-    const l = leftovers();
+    const l = leftovers(tree);
     return noneLeft(l) ? l : null;
-  }, 10_000).catch(() => leftovers());
+  }, 10_000).catch(() => leftovers(tree));
   check(noneLeft(left), `${how}: no collisionos-desktop or WebKit process is left`, JSON.stringify(left));
   const log = existsSync(files.logFile)
     ? readFileSync(files.logFile, 'utf8').replace(/\x1b\[[0-9;]*m/g, '') // tracing's colours
@@ -255,8 +280,9 @@ async function scenarioMain() {
     check(await browser.$('[data-view="health"]').isExisting(), 'the first window is still there');
 
     // Quit from the tray menu, as a panel sends it (dbusmenu "clicked").
+    const tree = beforeQuit(files, 'tray Quit');
     host('click', 'Quit');
-    await assertCleanExit(files, 'tray Quit');
+    await assertCleanExit(files, 'tray Quit', tree);
   } finally {
     await endSession(browser);
   }
@@ -289,8 +315,9 @@ async function scenarioAlerts() {
 
     // Closing the window quits by default: the close button, as a window manager reports it.
     // (WebDriver's "close window" only closes the page, which no user can do.)
+    const tree = beforeQuit(files, 'window close');
     host('close', 'CollisionOS Monitor');
-    await assertCleanExit(files, 'window close');
+    await assertCleanExit(files, 'window close', tree);
   } finally {
     await endSession(browser);
   }
@@ -312,8 +339,9 @@ async function scenarioCloseToTray() {
     await until('the window to come back', () => viewable() === 1, 10_000).catch(() => null);
     check(viewable() === 1, 'tray Open shows the window again');
     check(await browser.$('[data-view="health"]').isExisting(), 'with the health view still in it');
+    const tree = beforeQuit(files, 'tray Quit after close-to-tray');
     host('click', 'Quit');
-    await assertCleanExit(files, 'tray Quit after close-to-tray');
+    await assertCleanExit(files, 'tray Quit after close-to-tray', tree);
   } finally {
     await endSession(browser);
   }
@@ -329,8 +357,10 @@ async function scenarioSignal() {
     existsSync(files.pidFile) ? Number(readFileSync(files.pidFile, 'utf8')) : null, 10_000);
   await until('the backend to start', () =>
     existsSync(files.logFile) && readFileSync(files.logFile, 'utf8').includes('window created'), 30_000);
+  await until('the WebKit processes', () => processTree(files).children.length >= 2, 20_000).catch(() => null);
+  const tree = beforeQuit(files, 'SIGTERM');
   process.kill(pid, 'SIGTERM');
-  await assertCleanExit(files, 'SIGTERM');
+  await assertCleanExit(files, 'SIGTERM', tree);
 }
 
 async function scenarioNoDisplay() {
@@ -374,7 +404,7 @@ async function main() {
     } catch (e) {
       check(false, `${s.name} ran to the end`, e.stack ?? String(e));
       // Leave nothing behind for the next scenario.
-      for (const pid of leftovers().app) {
+      for (const pid of pgrep(`^${APP}`)) {
         try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
       }
     }

@@ -31,7 +31,10 @@ cleanup() {
   local code=$?
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$run_dir"
+  # GTK may have started xdg-document-portal, whose FUSE mount in the runtime dir goes away
+  # with the bus just killed; give it a moment rather than fail the run on it.
+  fusermount -u "$XDG_RUNTIME_DIR/doc" 2>/dev/null || true
+  rm -rf "$run_dir" 2>/dev/null || { sleep 1; rm -rf "$run_dir" 2>/dev/null || true; }
   exit "$code"
 }
 trap cleanup EXIT
