@@ -238,6 +238,22 @@ async function scenarioMain() {
     check(/^http:\/\/127\.0\.0\.1:\d+$/.test(handoff.api ?? ''), 'the shell hands the API address to its webview', handoff.api);
     check(handoff.tokenLength >= 16, 'the shell hands the API token to its webview');
 
+    // The content security policy: the API's origin is reachable, another local port is not
+    // (a listening server that must see no request, so "blocked" is not "refused").
+    const { createServer } = await import('node:http');
+    let hits = 0;
+    const other = createServer((req, res) => { hits += 1; res.end('x'); });
+    await new Promise((r) => other.listen(0, '127.0.0.1', r));
+    const otherUrl = `http://127.0.0.1:${other.address().port}/`;
+    const probe = await browser.executeAsync((api, otherUrl, done) => {
+      const tryFetch = (url) => fetch(url).then((r) => `status ${r.status}`, (e) => `error ${e}`);
+      Promise.all([tryFetch(`${api}/api/health`), tryFetch(otherUrl)]).then(done);
+    }, handoff.api, otherUrl);
+    other.close();
+    check(probe[0] === 'status 200', 'the page can call the backend API', probe[0]);
+    check(probe[1].startsWith('error') && hits === 0, 'the page cannot reach any other origin (CSP connect-src)',
+      `${probe[1]}, ${hits} request(s) arrived`);
+
     // Live figures: the same figures read twice must differ (a new sample every second).
     const first = await until('numeric health figures', async () => {
       const f = await healthFigures(browser);
@@ -374,6 +390,21 @@ async function scenarioNoDisplay() {
   check(out.includes('needs a graphical display; run `collisionos --headless`'),
     'and says to run the headless backend', out.slice(-300));
   check(!out.includes('panicked'), 'without a panic trace', out.slice(-300));
+
+  // A display is named but cannot be opened (GTK init fails): the same answer.
+  const bad = spawnSync(APP, [], { env: { ...childEnv, DISPLAY: ':4711' }, encoding: 'utf8', timeout: 20_000 });
+  const badOut = `${bad.stdout}${bad.stderr}`;
+  check(bad.status !== 0 && bad.status !== null && badOut.includes('needs a graphical display') && !badOut.includes('panicked'),
+    'an unusable DISPLAY gets the same message and exit, no panic', `status ${bad.status}: ${badOut.slice(-300)}`);
+
+  // A malformed setting stops it before anything starts, naming the variable: exit 2.
+  const cfg = spawnSync(APP, [], { env: { ...process.env, MAX_MEMORY_MB: 'lots', COLLISIONOS_DATA_DIR: join(RUN_DIR, 'badcfg') }, encoding: 'utf8', timeout: 20_000 });
+  const cfgOut = `${cfg.stdout}${cfg.stderr}`;
+  check(cfg.status === 2 && cfgOut.includes('MAX_MEMORY_MB'), 'a malformed setting exits 2 naming the variable',
+    `status ${cfg.status}: ${cfgOut.slice(-300)}`);
+  const shell = spawnSync(APP, [], { env: { ...process.env, COLLISIONOS_CLOSE_TO_TRAY: 'maybe', COLLISIONOS_DATA_DIR: join(RUN_DIR, 'badcfg') }, encoding: 'utf8', timeout: 20_000 });
+  check(shell.status === 2 && `${shell.stderr}`.includes('COLLISIONOS_CLOSE_TO_TRAY'),
+    'so does a malformed desktop setting', `status ${shell.status}: ${shell.stderr.slice(-300)}`);
 }
 
 async function scenarioPortTaken() {
