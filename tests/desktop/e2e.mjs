@@ -270,7 +270,7 @@ async function scenarioMain() {
     if (changed) console.log(`       changed: ${changed.diff.map((k) => `${k} ${first[k]} -> ${changed.now[k]}`).join(', ')}`);
     const stale = await browser.$('[data-testid="card-memory"]').getAttribute('data-stale');
     check(stale !== 'true', 'the memory card is not marked stale', stale);
-    await sleep(3000); // a few more points on the charts for the screenshot
+    await sleep(8000); // a few more points on the charts for the screenshot
     screenshot('health');
 
     // The tray as the desktop sees it: an item registered on the session bus, green, with menu.
