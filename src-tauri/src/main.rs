@@ -20,6 +20,12 @@ mod webview;
 
 use std::process::ExitCode;
 
+// jemalloc, as in the headless binary: the monitor's allocator figures (allocated/resident)
+// are only real when jemalloc is the allocator.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a configuration the backend refuses (same as the headless binary).
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when there is no graphical display to open a window on.
